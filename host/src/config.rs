@@ -1,0 +1,188 @@
+//! The host's TOML configuration: listener, status mode, limits, plugins and routes.
+//! Every setting has a documented default; unknown keys are refused so that a typo never
+//! silently falls back to a default.
+
+use crate::error::StatusMode;
+use crate::http::auth::TokenConfig;
+use crate::http::routes::{RouteKind, Template};
+use crate::plugin::manifest::PluginManifest;
+use crate::runtime::sandbox::RuntimeConfig;
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Where `cargo build --release --target wasm32-wasip2 -p capacity-booker` puts the
+/// example plugin, relative to the repository root.
+pub const EXAMPLE_PLUGIN: &str = "target/wasm32-wasip2/release/capacity_booker.wasm";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to serve on. Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// `documented` (default: only 200, 401 and 500) or `http` (precise statuses).
+    #[serde(default)]
+    pub status_mode: StatusMode,
+    /// Largest request body accepted. Default 1 MiB.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How `x-access-token` is checked. Default: `decode`.
+    #[serde(default)]
+    pub token: TokenConfig,
+    /// Host-wide runtime settings.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// Plugins by name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginManifest>,
+    /// Routes, matched in order.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One route (`[[routes]]`): a path template served by a plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The route's (tenant's) name, handed to the plugin. Default: the path template.
+    pub name: Option<String>,
+    /// Path template; `{0}` stands for the WorkOrderID and must be a whole segment.
+    pub path: String,
+    /// `book-job` or `appointment-search`.
+    pub kind: RouteKind,
+    /// Name of the plugin (a key of `[plugins]`) that serves the route.
+    pub plugin: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_max_body() -> usize {
+    1 << 20
+}
+
+impl Config {
+    /// Reads a config file; relative plugin paths are resolved against its directory.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// Parses config text; relative plugin paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> anyhow::Result<Config> {
+        let mut config: Config = toml::from_str(text)?;
+        for manifest in config.plugins.values_mut() {
+            if manifest.path.is_relative() {
+                manifest.path = base.join(&manifest.path);
+            }
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The configuration used when none is given: the example plugin on
+    /// `POST /workorders/{0}/followup` and `POST /appointments/search`.
+    pub fn example(plugin_path: PathBuf) -> Config {
+        let text = include_str!("../../followup.example.toml");
+        let mut config = Config::parse(text, Path::new("."))
+            .expect("the built-in example config is valid (tested)");
+        if let Some(manifest) = config.plugins.get_mut("capacity-booker") {
+            manifest.path = plugin_path;
+        }
+        config
+    }
+
+    /// Refuses configurations that cannot serve: unknown plugins, bad templates, two
+    /// routes on one path.
+    fn check(&self) -> anyhow::Result<()> {
+        let mut seen = BTreeMap::new();
+        for route in &self.routes {
+            let template = Template::parse(&route.path, route.kind)
+                .with_context(|| format!("route {}", route.path))?;
+            if !self.plugins.contains_key(&route.plugin) {
+                bail!(
+                    "route {} names plugin {:?}, which is not under [plugins]",
+                    route.path,
+                    route.plugin
+                );
+            }
+            if let Some(other) = seen.insert(template.shape(), &route.path) {
+                bail!("routes {other} and {} match the same paths", route.path);
+            }
+        }
+        if self.max_body_bytes == 0 {
+            bail!("max_body_bytes must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Finds the example plugin: under the working directory (the repository root), else
+/// beside the running binary's `target/` directory.
+pub fn locate_example_plugin() -> PathBuf {
+    let from_cwd = PathBuf::from(EXAMPLE_PLUGIN);
+    if from_cwd.exists() {
+        return from_cwd;
+    }
+    // target/release/followup → target/wasm32-wasip2/release/capacity_booker.wasm
+    let beside_exe = std::env::current_exe().ok().and_then(|exe| {
+        let target = exe.parent()?.parent()?;
+        Some(target.join("wasm32-wasip2/release/capacity_booker.wasm"))
+    });
+    match beside_exe {
+        Some(path) if path.exists() => path,
+        _ => from_cwd,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_with_two_routes() {
+        let config = Config::example(PathBuf::from("x.wasm"));
+        assert_eq!(config.routes.len(), 2);
+        assert_eq!(
+            config.plugins["capacity-booker"].path,
+            PathBuf::from("x.wasm")
+        );
+        assert_eq!(config.listen, default_listen());
+        assert_eq!(config.status_mode, StatusMode::Documented);
+    }
+
+    #[test]
+    fn unknown_keys_and_plugins_are_refused() {
+        let base = Path::new("/etc/followup");
+        let typo = "listen = \"127.0.0.1:1\"\nstatus_mod = \"http\"\n";
+        assert!(Config::parse(typo, base).is_err());
+        let missing = "[[routes]]\npath = \"/a/{0}\"\nkind = \"book-job\"\nplugin = \"nope\"\n";
+        let err = Config::parse(missing, base).unwrap_err();
+        assert!(format!("{err:#}").contains("not under [plugins]"));
+    }
+
+    #[test]
+    fn relative_plugin_paths_follow_the_config_file() {
+        let text = "[plugins.p]\npath = \"p.wasm\"\n";
+        let config = Config::parse(text, Path::new("/etc/followup")).unwrap();
+        assert_eq!(
+            config.plugins["p"].path,
+            PathBuf::from("/etc/followup/p.wasm")
+        );
+    }
+
+    #[test]
+    fn duplicate_routes_are_refused() {
+        let text = "[plugins.p]\npath = \"p.wasm\"\n\
+            [[routes]]\npath = \"/a/{0}\"\nkind = \"book-job\"\nplugin = \"p\"\n\
+            [[routes]]\npath = \"/a/{0}/\"\nkind = \"book-job\"\nplugin = \"p\"\n";
+        let err = Config::parse(text, Path::new(".")).unwrap_err();
+        assert!(format!("{err:#}").contains("match the same paths"));
+    }
+}

@@ -1,0 +1,275 @@
+//! The one error type of the HTTP surface and its one response: the Standard Response
+//! Object (`type`, `title`, `status`, `detail`, `invalidParams`). Every outcome's status
+//! is chosen in [`ErrorKind::status`], for both status modes, and nowhere else.
+
+use crate::contract::Problem;
+use crate::contract::types::BookingError;
+use crate::runtime::{FailureKind, PluginFailure};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+/// Which statuses the host answers with (`status_mode` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatusMode {
+    /// Only what the interface documents: 200, 401, and 500 for every other failure; the
+    /// body's `type` says what it was. ServiceMobility relays our status to its caller.
+    #[default]
+    Documented,
+    /// Precise HTTP statuses (400, 404, 405, 409, 413, 415, 502, 503, 504, …).
+    Http,
+}
+
+/// Every way a request can fail. The `type` of the error body is [`ErrorKind::code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidLogon,
+    InvalidRequest,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    NotFound,
+    MethodNotAllowed,
+    SlotUnavailable,
+    Conflict,
+    UpstreamFailure,
+    BookingFailed,
+    PluginTimeout,
+    PluginMemoryLimit,
+    PluginStackOverflow,
+    PluginTrap,
+    PluginBadResult,
+    PluginBusy,
+    PluginUnavailable,
+    Internal,
+}
+
+impl ErrorKind {
+    /// The stable `type` of the error body.
+    pub fn code(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            InvalidLogon => "invalid-logon",
+            InvalidRequest => "invalid-request",
+            UnsupportedMediaType => "unsupported-media-type",
+            PayloadTooLarge => "payload-too-large",
+            NotFound => "not-found",
+            MethodNotAllowed => "method-not-allowed",
+            SlotUnavailable => "slot-unavailable",
+            Conflict => "conflict",
+            UpstreamFailure => "upstream-failure",
+            BookingFailed => "booking-failed",
+            PluginTimeout => "plugin-timeout",
+            PluginMemoryLimit => "plugin-memory-limit",
+            PluginStackOverflow => "plugin-stack-overflow",
+            PluginTrap => "plugin-trap",
+            PluginBadResult => "plugin-bad-result",
+            PluginBusy => "plugin-busy",
+            PluginUnavailable => "plugin-unavailable",
+            Internal => "internal",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            InvalidLogon => "Invalid Logon",
+            InvalidRequest => "Request failed validation",
+            UnsupportedMediaType => "Content-Type must be application/json",
+            PayloadTooLarge => "Request body too large",
+            NotFound => "No such route",
+            MethodNotAllowed => "Method not allowed",
+            SlotUnavailable => "Slot unavailable",
+            Conflict => "Booking conflict",
+            UpstreamFailure => "Customer system failed",
+            BookingFailed => "Booking failed",
+            PluginTimeout => "Booking rule timed out",
+            PluginMemoryLimit => "Booking rule exceeded its memory limit",
+            PluginStackOverflow => "Booking rule overflowed its stack",
+            PluginTrap => "Booking rule crashed",
+            PluginBadResult => "Booking rule returned an invalid answer",
+            PluginBusy => "Booking rule busy",
+            PluginUnavailable => "Booking rule unavailable",
+            Internal => "Internal error",
+        }
+    }
+
+    /// The one place where an outcome becomes a status.
+    pub fn status(self, mode: StatusMode) -> StatusCode {
+        use ErrorKind::*;
+        if self == InvalidLogon {
+            return StatusCode::UNAUTHORIZED;
+        }
+        if mode == StatusMode::Documented {
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        match self {
+            InvalidLogon => StatusCode::UNAUTHORIZED,
+            InvalidRequest => StatusCode::BAD_REQUEST,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            SlotUnavailable | Conflict => StatusCode::CONFLICT,
+            UpstreamFailure | PluginTrap | PluginBadResult | PluginMemoryLimit
+            | PluginStackOverflow => StatusCode::BAD_GATEWAY,
+            PluginBusy | PluginUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
+            BookingFailed | Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// One entry of `invalidParams`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvalidParam {
+    pub name: String,
+    pub reason: String,
+    pub path: String,
+    pub value: String,
+}
+
+impl From<Problem> for InvalidParam {
+    fn from(p: Problem) -> Self {
+        InvalidParam {
+            name: p.name,
+            reason: p.reason,
+            path: p.path,
+            value: p.value,
+        }
+    }
+}
+
+/// A failed request, rendered as the Standard Response Object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub detail: String,
+    pub invalid_params: Vec<InvalidParam>,
+    /// Filled in by the handler so that the body names the request.
+    pub request_id: Option<String>,
+    pub mode: StatusMode,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            detail: detail.into(),
+            invalid_params: Vec::new(),
+            request_id: None,
+            mode: StatusMode::Documented,
+        }
+    }
+
+    /// An invalid request with one entry per problem.
+    pub fn invalid(problems: Vec<Problem>) -> Self {
+        let detail = match problems.as_slice() {
+            [one] => format!("{} {}", one.path, one.reason),
+            many => format!("{} properties are invalid", many.len()),
+        };
+        ApiError {
+            invalid_params: problems.into_iter().map(Into::into).collect(),
+            ..ApiError::new(ErrorKind::InvalidRequest, detail)
+        }
+    }
+
+    /// The plugin refused the booking with a `booking-error`.
+    pub fn from_booking(err: BookingError) -> Self {
+        match err {
+            BookingError::InvalidRequest(e) => ApiError {
+                invalid_params: e
+                    .params
+                    .into_iter()
+                    .map(|p| InvalidParam {
+                        name: p.name,
+                        reason: p.reason,
+                        path: p.path,
+                        value: p.value,
+                    })
+                    .collect(),
+                ..ApiError::new(ErrorKind::InvalidRequest, e.message)
+            },
+            BookingError::SlotUnavailable(m) => ApiError::new(ErrorKind::SlotUnavailable, m),
+            BookingError::Conflict(m) => ApiError::new(ErrorKind::Conflict, m),
+            BookingError::Unauthorized(m) => ApiError::new(ErrorKind::InvalidLogon, m),
+            BookingError::UpstreamFailure(m) => ApiError::new(ErrorKind::UpstreamFailure, m),
+            BookingError::Internal(m) => ApiError::new(ErrorKind::BookingFailed, m),
+        }
+    }
+
+    pub fn with_mode(mut self, mode: StatusMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    pub fn with_request_id(mut self, id: &str) -> Self {
+        self.request_id = Some(id.to_string());
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.kind.status(self.mode)
+    }
+}
+
+impl From<PluginFailure> for ApiError {
+    fn from(f: PluginFailure) -> Self {
+        let kind = match f.kind {
+            FailureKind::Timeout => ErrorKind::PluginTimeout,
+            FailureKind::MemoryLimit => ErrorKind::PluginMemoryLimit,
+            FailureKind::StackOverflow => ErrorKind::PluginStackOverflow,
+            FailureKind::Trap => ErrorKind::PluginTrap,
+            FailureKind::BadResult => ErrorKind::PluginBadResult,
+            FailureKind::Busy => ErrorKind::PluginBusy,
+            FailureKind::Unavailable => ErrorKind::PluginUnavailable,
+        };
+        ApiError::new(kind, f.to_string())
+    }
+}
+
+/// The wire shape of the Standard Response Object.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(
+        rename = "invalidParams",
+        skip_serializing_if = "Vec::is_empty",
+        default
+    )]
+    pub invalid_params: Vec<InvalidParam>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self.request_id {
+            Some(id) => format!("{} (request {id})", self.detail),
+            None => self.detail.clone(),
+        };
+        let body = ErrorBody {
+            kind: self.kind.code().to_string(),
+            title: self.kind.title().to_string(),
+            status: status.as_u16(),
+            detail,
+            invalid_params: self.invalid_params,
+        };
+        // Serialising plain strings and numbers cannot fail.
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (status, bytes).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if self.kind == ErrorKind::MethodNotAllowed {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        response
+    }
+}

@@ -1,0 +1,212 @@
+//! The `x-access-token` check. ServiceMobility forwards the JWT that authorised its own
+//! API call; it has already validated it, so the default mode only decodes it: three
+//! base64url segments, a JSON header naming HS256, a JSON payload with an `exp` in the
+//! future (within a leeway). Every failure is 401 "Invalid Logon"; the reason goes to the
+//! log and the body, never the token itself.
+
+use crate::contract::types::TokenClaims;
+use crate::error::{ApiError, ErrorKind};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// How tokens are checked (`[token]` in the config).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    pub mode: TokenMode,
+    /// Clock skew allowed on `exp`. Default 60 s.
+    pub leeway_seconds: u64,
+    /// Longest token accepted. Default 8 KiB.
+    pub max_bytes: usize,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            mode: TokenMode::Decode,
+            leeway_seconds: 60,
+            max_bytes: 8 << 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenMode {
+    /// No check; no claims reach the plugin.
+    Off,
+    /// Structure, algorithm and `exp` (the default).
+    #[default]
+    Decode,
+}
+
+fn refuse(reason: &str) -> ApiError {
+    ApiError::new(ErrorKind::InvalidLogon, format!("x-access-token {reason}"))
+}
+
+/// Checks `token` (the header's value, if any) at `now` (seconds since the Unix epoch).
+pub fn check(
+    config: &TokenConfig,
+    token: Option<&[u8]>,
+    now: i64,
+) -> Result<Option<TokenClaims>, ApiError> {
+    if config.mode == TokenMode::Off {
+        return Ok(None);
+    }
+    let token = token.ok_or_else(|| refuse("is missing"))?;
+    if token.len() > config.max_bytes {
+        return Err(refuse("is too long"));
+    }
+    let token = std::str::from_utf8(token)
+        .map_err(|_| refuse("is not text"))?
+        .trim();
+    if token.is_empty() {
+        return Err(refuse("is empty"));
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(refuse("is not a JWT (three dot-separated segments)"));
+    };
+    let header = segment_json(header, "header")?;
+    if header.get("alg").and_then(Value::as_str) != Some("HS256") {
+        return Err(refuse("header must name alg HS256"));
+    }
+    if signature.is_empty()
+        || URL_SAFE_NO_PAD
+            .decode(signature.trim_end_matches('='))
+            .is_err()
+    {
+        return Err(refuse("signature is not base64url"));
+    }
+    let raw = segment_text(payload, "payload")?;
+    let claims: Value = serde_json::from_str(&raw).map_err(|_| refuse("payload is not JSON"))?;
+    let Value::Object(map) = &claims else {
+        return Err(refuse("payload is not a JSON object"));
+    };
+    let exp = map
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| refuse("payload has no numeric exp"))?;
+    let leeway = i64::try_from(config.leeway_seconds).unwrap_or(i64::MAX);
+    if exp.saturating_add(leeway) <= now {
+        return Err(refuse("has expired"));
+    }
+    let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_string);
+    Ok(Some(TokenClaims {
+        name: text("name"),
+        email: text("email"),
+        exp: Some(exp),
+        iat: map.get("iat").and_then(Value::as_i64),
+        raw,
+    }))
+}
+
+fn segment_text(segment: &str, what: &str) -> Result<String, ApiError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .map_err(|_| refuse(&format!("{what} is not base64url")))?;
+    String::from_utf8(bytes).map_err(|_| refuse(&format!("{what} is not UTF-8")))
+}
+
+fn segment_json(segment: &str, what: &str) -> Result<Value, ApiError> {
+    let text = segment_text(segment, what)?;
+    match serde_json::from_str(&text) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(refuse(&format!("{what} is not a JSON object"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    fn token(header: &str, payload: &str) -> String {
+        format!("{}.{}.{}", b64(header), b64(payload), b64("sig"))
+    }
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn decode(t: Option<&str>) -> Result<Option<TokenClaims>, ApiError> {
+        check(&TokenConfig::default(), t.map(str::as_bytes), NOW)
+    }
+
+    #[test]
+    fn a_well_formed_unexpired_token_yields_its_claims() {
+        let t = token(
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            r#"{"exp":1700000100,"iat":1699990000,"name":"R Morales","email":"r@example.com"}"#,
+        );
+        let claims = decode(Some(&t)).unwrap().unwrap();
+        assert_eq!(claims.name.as_deref(), Some("R Morales"));
+        assert_eq!(claims.exp, Some(1_700_000_100));
+        assert_eq!(claims.iat, Some(1_699_990_000));
+        assert!(claims.raw.contains("r@example.com"));
+    }
+
+    #[test]
+    fn every_malformed_token_is_an_invalid_logon() {
+        let good_header = r#"{"alg":"HS256"}"#;
+        let cases = [
+            (None, "missing"),
+            (Some(String::new()), "empty"),
+            (Some("abc.def".to_string()), "three"),
+            (Some("a.b.c.d".to_string()), "three"),
+            (Some("!!!.e30.c2ln".to_string()), "header is not base64url"),
+            (
+                Some(format!("{}.e30.c2ln", b64("[1]"))),
+                "header is not a JSON object",
+            ),
+            (
+                Some(token(r#"{"alg":"none"}"#, r#"{"exp":1800000000}"#)),
+                "HS256",
+            ),
+            (Some(token(good_header, "not json")), "payload is not JSON"),
+            (
+                Some(token(good_header, r#"{"name":"x"}"#)),
+                "no numeric exp",
+            ),
+            (Some(token(good_header, r#"{"exp":1699999000}"#)), "expired"),
+            (
+                Some(format!(
+                    "{}.{}.",
+                    b64(good_header),
+                    b64(r#"{"exp":1800000000}"#)
+                )),
+                "signature",
+            ),
+        ];
+        for (t, reason) in cases {
+            let err = decode(t.as_deref()).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidLogon, "{t:?}");
+            assert!(err.detail.contains(reason), "{t:?}: {}", err.detail);
+        }
+    }
+
+    #[test]
+    fn expiry_allows_the_configured_leeway() {
+        let t = token(r#"{"alg":"HS256"}"#, r#"{"exp":1699999950}"#);
+        assert!(decode(Some(&t)).is_ok());
+        let strict = TokenConfig {
+            leeway_seconds: 0,
+            ..TokenConfig::default()
+        };
+        assert!(check(&strict, Some(t.as_bytes()), NOW).is_err());
+    }
+
+    #[test]
+    fn off_mode_checks_nothing() {
+        let off = TokenConfig {
+            mode: TokenMode::Off,
+            ..TokenConfig::default()
+        };
+        assert_eq!(check(&off, None, NOW).unwrap(), None);
+    }
+}

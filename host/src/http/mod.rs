@@ -1,0 +1,315 @@
+//! The HTTP surface: every request goes through [`handle`], which finds the route, checks
+//! the token, reads and decodes the body, calls the plugin and encodes its answer.
+//!
+//! Strategy, cheapest refusal first, and nothing parsed before it is needed:
+//! 1. route (404) and method (405);
+//! 2. `x-access-token` (401);
+//! 3. `Content-Type` (415), then the body within its size limit (413);
+//! 4. JSON, then the contract's types with the path of every problem (400);
+//! 5. the plugin, in a fresh sandboxed instance;
+//! 6. the plugin's answer, checked against the contract before it leaves (500/502).
+
+pub mod auth;
+pub mod routes;
+
+use crate::App;
+use crate::contract::types::{AppointmentSearchResponse, BookJob, BookJobResponse, RequestContext};
+use crate::contract::{self, Problem};
+use crate::error::{ApiError, ErrorKind};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use routes::{Matched, RouteKind};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The header carrying the request id on every answer.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Serves one request; never fails: every error becomes the Standard Response Object.
+pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
+    let request_id = request_id(request.headers());
+    let mut response = match serve(&app, request, &request_id).await {
+        Ok(response) => response,
+        Err(err) => {
+            if err.kind != ErrorKind::InvalidRequest && err.kind != ErrorKind::NotFound {
+                tracing::info!(request_id, kind = err.kind.code(), "{}", err.detail);
+            }
+            err.with_mode(app.status_mode)
+                .with_request_id(&request_id)
+                .into_response()
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+async fn serve(app: &App, request: Request, request_id: &str) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let (route, work_order_id) = match app.routes.find(parts.uri.path()) {
+        Matched::Route(route, id) => (route, id),
+        Matched::BadId(_, reason) => {
+            return Err(ApiError::invalid(vec![Problem {
+                name: "WorkOrderID".into(),
+                reason,
+                path: "$path.WorkOrderID".into(),
+                value: String::new(),
+            }]));
+        }
+        Matched::NotFound => {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("no route serves {}", parts.uri.path()),
+            ));
+        }
+    };
+    if parts.method != Method::POST {
+        return Err(ApiError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("{} takes POST, not {}", route.name, parts.method),
+        ));
+    }
+
+    let token = parts
+        .headers
+        .get("x-access-token")
+        .map(HeaderValue::as_bytes);
+    let claims = auth::check(&app.token, token, unix_now())?;
+    check_content_type(&parts.headers)?;
+    let body = read_body(body, &parts.headers, app.max_body_bytes).await?;
+    let json = parse_json(&body)?;
+
+    let plugin = app.plugin(&route.plugin).ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::PluginUnavailable,
+            format!("plugin {} is not loaded", route.plugin),
+        )
+    })?;
+    let ctx = RequestContext {
+        idempotency_key: idempotency_key(&route.name, work_order_id.as_deref(), &json),
+        work_order_id,
+        route: route.name.clone(),
+        request_id: request_id.to_string(),
+        claims,
+    };
+    let answer = match route.kind {
+        RouteKind::BookJob => {
+            let job = contract::decode::<BookJob>(&json).map_err(ApiError::invalid)?;
+            let answer = app.runtime.book(&plugin, &ctx, &job).await?;
+            let response = answer.map_err(ApiError::from_booking)?;
+            contract::encode::<BookJobResponse>(&response)
+        }
+        RouteKind::AppointmentSearch => {
+            let query = contract::decode::<BookJob>(&json).map_err(ApiError::invalid)?;
+            let answer = app.runtime.search(&plugin, &ctx, &query).await?;
+            let response = answer.map_err(ApiError::from_booking)?;
+            contract::encode::<AppointmentSearchResponse>(&response)
+        }
+    };
+    let answer = answer.map_err(|e| {
+        ApiError::new(
+            ErrorKind::PluginBadResult,
+            format!("plugin {} returned an invalid answer: {e}", plugin.ident),
+        )
+    })?;
+    Ok(json_response(&answer))
+}
+
+fn json_response(value: &Value) -> Response {
+    // A `Value` always serialises.
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = (StatusCode::OK, Body::from(bytes)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `application/json`, with or without parameters such as `charset=utf-8`.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = value.split(';').next().unwrap_or("").trim();
+    if media_type.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else if value.is_empty() {
+        Err(ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            "Content-Type is missing; send application/json",
+        ))
+    } else {
+        Err(ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            format!("Content-Type {value:?} is not application/json"),
+        ))
+    }
+}
+
+/// Reads the body, refusing it as soon as it is known to exceed `limit` (a declared
+/// `Content-Length` is trusted for an early refusal, never for the read itself).
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the body exceeds the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::new(
+            ErrorKind::InvalidRequest,
+            format!("the body could not be read: {e}"),
+        )),
+    }
+}
+
+/// Parses the body as a JSON object, with the position of a syntax error.
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    let problem = |reason: String, value: &str| {
+        ApiError::invalid(vec![Problem {
+            name: "$".into(),
+            reason,
+            path: "$".into(),
+            value: value.into(),
+        }])
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(problem("the body is empty; send a JSON object".into(), ""));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        problem(
+            format!(
+                "is not valid JSON: {e} (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+            "",
+        )
+    })?;
+    if !value.is_object() {
+        let kind = match value {
+            Value::Array(_) => "an array",
+            Value::String(_) => "a string",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return Err(problem(
+            format!("must be a JSON object, not {kind}"),
+            &contract::codec::value_text(&value),
+        ));
+    }
+    Ok(value)
+}
+
+/// Equal for retries of the same booking: SHA-256 over the route, the WorkOrderID and the
+/// canonical body (object keys sorted, no insignificant white space).
+pub fn idempotency_key(route: &str, work_order_id: Option<&str>, body: &Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update([0]);
+    hasher.update(work_order_id.unwrap_or("").as_bytes());
+    hasher.update([0]);
+    // serde_json's map is ordered by key, so this serialisation is canonical.
+    hasher.update(body.to_string().as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The caller's `x-request-id` when it is short printable ASCII, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    if let Some(given) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
+        && !given.is_empty()
+        && given.len() <= 128
+        && given.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return given.to_string();
+    }
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static BOOT: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let boot = BOOT.get_or_init(|| (unix_now() as u32) ^ std::process::id().rotate_left(16));
+    format!("{boot:08x}-{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_key_ignores_key_order_and_white_space() {
+        let a: Value = serde_json::from_str(r#"{"A":1,"B":{"x":[1,2]}}"#).unwrap();
+        let b: Value = serde_json::from_str("{ \"B\": {\"x\": [1, 2]},\n \"A\": 1 }").unwrap();
+        assert_eq!(
+            idempotency_key("r", Some("1"), &a),
+            idempotency_key("r", Some("1"), &b)
+        );
+        assert_ne!(
+            idempotency_key("r", Some("1"), &a),
+            idempotency_key("r", Some("2"), &a)
+        );
+        assert_ne!(
+            idempotency_key("r", Some("1"), &a),
+            idempotency_key("q", Some("1"), &a)
+        );
+        assert_eq!(idempotency_key("r", None, &a).len(), 64);
+    }
+
+    #[test]
+    fn content_type_must_be_json() {
+        let mut h = HeaderMap::new();
+        assert!(check_content_type(&h).is_err());
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(check_content_type(&h).is_err());
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/JSON; charset=utf-8"),
+        );
+        assert!(check_content_type(&h).is_ok());
+    }
+
+    #[test]
+    fn json_errors_name_the_position() {
+        let err = parse_json(b"{\"a\": }").unwrap_err();
+        assert!(err.invalid_params[0].reason.contains("line 1"), "{err:?}");
+        let err = parse_json(b"[1,2]").unwrap_err();
+        assert!(err.invalid_params[0].reason.contains("an array"));
+        let err = parse_json(b"  \n").unwrap_err();
+        assert!(err.invalid_params[0].reason.contains("empty"));
+    }
+
+    #[test]
+    fn caller_request_ids_are_kept_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&h), "has space");
+    }
+}

@@ -1,0 +1,231 @@
+//! Route templates (`/workorders/{0}/followup`) and the table that matches request paths
+//! against them. `{0}` is the WorkOrderID: one whole path segment, percent-decoded.
+
+use anyhow::bail;
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+
+/// What a route serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteKind {
+    /// The Followup WorkOrder interface: a Book Job Object in, a Book Job Response out.
+    BookJob,
+    /// The Appointment Search interface: an Appointment Search Object in, open slots out.
+    AppointmentSearch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    WorkOrderId,
+}
+
+/// A parsed path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    segments: Vec<Segment>,
+}
+
+impl Template {
+    /// Parses a template; a book-job route must contain `{0}` exactly once, as a whole
+    /// segment.
+    pub fn parse(path: &str, kind: RouteKind) -> anyhow::Result<Template> {
+        let Some(rest) = path.strip_prefix('/') else {
+            bail!("path template must start with '/'");
+        };
+        let mut segments = Vec::new();
+        for segment in rest.trim_end_matches('/').split('/') {
+            if segment == "{0}" {
+                segments.push(Segment::WorkOrderId);
+            } else if segment.contains("{0}") {
+                bail!("{{0}} must be a whole path segment, as in /workorders/{{0}}/followup");
+            } else if segment.contains(['{', '}', '?', '#']) {
+                bail!("unexpected character in path segment {segment:?}");
+            } else {
+                segments.push(Segment::Literal(segment.to_string()));
+            }
+        }
+        let ids = segments
+            .iter()
+            .filter(|s| **s == Segment::WorkOrderId)
+            .count();
+        match (kind, ids) {
+            (RouteKind::BookJob, 1) | (RouteKind::AppointmentSearch, 0 | 1) => {}
+            (RouteKind::BookJob, 0) => bail!("a book-job route needs {{0}} for the WorkOrderID"),
+            _ => bail!("{{0}} may appear only once"),
+        }
+        Ok(Template { segments })
+    }
+
+    /// A key equal for templates that match the same paths.
+    pub fn shape(&self) -> String {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => l.as_str(),
+                Segment::WorkOrderId => "{0}",
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Matches a request path. `Some(Ok(id))` on a match (`id` is `None` without `{0}`),
+    /// `Some(Err(reason))` when the path matches but its WorkOrderID is unusable.
+    fn matches(&self, path: &str) -> Option<Result<Option<String>, String>> {
+        let rest = path.strip_prefix('/')?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let mut parts = rest.split('/');
+        let mut id = None;
+        for segment in &self.segments {
+            let part = parts.next()?;
+            match segment {
+                Segment::Literal(l) if l == part => {}
+                Segment::Literal(_) => return None,
+                Segment::WorkOrderId => id = Some(part),
+            }
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        let Some(raw) = id else {
+            return Some(Ok(None));
+        };
+        Some(match percent_decode_str(raw).decode_utf8() {
+            Ok(id) if id.trim().is_empty() => Err("the WorkOrderID in the path is empty".into()),
+            Ok(id) => Ok(Some(id.into_owned())),
+            Err(_) => Err("the WorkOrderID in the path is not UTF-8 once percent-decoded".into()),
+        })
+    }
+}
+
+/// A configured route, ready to match.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub kind: RouteKind,
+    pub plugin: String,
+    template: Template,
+}
+
+impl Route {
+    pub fn new(name: String, path: &str, kind: RouteKind, plugin: String) -> anyhow::Result<Self> {
+        Ok(Route {
+            name,
+            kind,
+            plugin,
+            template: Template::parse(path, kind)?,
+        })
+    }
+}
+
+/// The routes in configuration order.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+/// The outcome of matching a path.
+#[derive(Debug, PartialEq)]
+pub enum Matched<'a> {
+    Route(&'a Route, Option<String>),
+    /// The path matches a route, but its WorkOrderID segment is unusable.
+    BadId(&'a Route, String),
+    NotFound,
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.template == other.template
+    }
+}
+
+impl RouteTable {
+    pub fn new(routes: Vec<Route>) -> Self {
+        RouteTable { routes }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The first route whose template matches `path` (the path only, without query).
+    pub fn find(&self, path: &str) -> Matched<'_> {
+        for route in &self.routes {
+            match route.template.matches(path) {
+                Some(Ok(id)) => return Matched::Route(route, id),
+                Some(Err(reason)) => return Matched::BadId(route, reason),
+                None => {}
+            }
+        }
+        Matched::NotFound
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        RouteTable::new(vec![
+            Route::new(
+                "f".into(),
+                "/workorders/{0}/followup",
+                RouteKind::BookJob,
+                "p".into(),
+            )
+            .unwrap(),
+            Route::new(
+                "s".into(),
+                "/appointments/search",
+                RouteKind::AppointmentSearch,
+                "p".into(),
+            )
+            .unwrap(),
+        ])
+    }
+
+    #[test]
+    fn matches_work_order_id_percent_decoded() {
+        let t = table();
+        match t.find("/workorders/WO%2F2024%20118/followup") {
+            Matched::Route(r, id) => {
+                assert_eq!(r.name, "f");
+                assert_eq!(id.as_deref(), Some("WO/2024 118"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            matches!(t.find("/appointments/search/"), Matched::Route(r, None) if r.name == "s")
+        );
+    }
+
+    #[test]
+    fn unknown_and_partial_paths_do_not_match() {
+        let t = table();
+        assert_eq!(t.find("/workorders/1"), Matched::NotFound);
+        assert_eq!(t.find("/workorders/1/followup/x"), Matched::NotFound);
+        assert_eq!(t.find("/"), Matched::NotFound);
+        assert_eq!(t.find(""), Matched::NotFound);
+    }
+
+    #[test]
+    fn empty_or_non_utf8_ids_are_reported() {
+        let t = table();
+        assert!(
+            matches!(t.find("/workorders//followup"), Matched::BadId(_, r) if r.contains("empty"))
+        );
+        assert!(
+            matches!(t.find("/workorders/%FF/followup"), Matched::BadId(_, r) if r.contains("UTF-8"))
+        );
+    }
+
+    #[test]
+    fn templates_are_checked() {
+        assert!(Template::parse("workorders/{0}", RouteKind::BookJob).is_err());
+        assert!(Template::parse("/wo-{0}/x", RouteKind::BookJob).is_err());
+        assert!(Template::parse("/wo/x", RouteKind::BookJob).is_err());
+        assert!(Template::parse("/wo/{0}/{0}", RouteKind::BookJob).is_err());
+        assert!(Template::parse("/search", RouteKind::AppointmentSearch).is_ok());
+    }
+}

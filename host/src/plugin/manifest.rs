@@ -1,0 +1,22 @@
+//! What the operator says about one plugin (`[plugins.NAME]` in the config): where its
+//! component is, the limits it runs under, and the configuration values it may read.
+//! Everything not granted here is denied.
+
+use crate::runtime::sandbox::Limits;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginManifest {
+    /// Path of the component (`.wasm`); relative paths are resolved against the config
+    /// file's directory.
+    pub path: PathBuf,
+    /// Resource limits; see [`Limits`] for each default.
+    #[serde(flatten)]
+    pub limits: Limits,
+    /// Values the plugin reads through the `config` host service. Default: none.
+    #[serde(default)]
+    pub config: HashMap<String, String>,
+}

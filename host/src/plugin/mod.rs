@@ -1,0 +1,52 @@
+//! Plugins: a customer's component, checked, compiled and ready to instantiate.
+
+pub mod loader;
+pub mod manifest;
+
+use crate::runtime::bindings::{appointments, followup};
+use crate::runtime::sandbox::Limits;
+use crate::runtime::state::PluginState;
+use std::collections::HashMap;
+use std::sync::Arc;
+use wasmtime::component::InstancePre;
+
+/// Names a plugin version in logs and error bodies: `name@version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginIdent {
+    pub name: String,
+    /// `sha256:` and the first 12 hex digits of the component's hash.
+    pub version: String,
+}
+
+impl std::fmt::Display for PluginIdent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
+}
+
+/// A plugin version compiled once and pre-instantiated once; every request instantiates
+/// it afresh in its own `Store` (see [`crate::runtime::PluginRuntime`]).
+pub struct LoadedPlugin {
+    pub ident: Arc<PluginIdent>,
+    /// The WIT package version the component was built for.
+    pub wit_version: String,
+    pub pre: InstancePre<PluginState>,
+    /// Present when the component exports the `followup` interface (book-job routes).
+    pub book: Option<followup::GuestIndices>,
+    /// Present when the component exports the `appointments` interface (search routes).
+    pub search: Option<appointments::GuestIndices>,
+    pub limits: Limits,
+    pub config: Arc<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("ident", &self.ident)
+            .field("wit_version", &self.wit_version)
+            .field("book", &self.book.is_some())
+            .field("search", &self.search.is_some())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}

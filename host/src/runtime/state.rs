@@ -1,0 +1,34 @@
+//! The per-`Store` state: everything one request's instance can reach. A new one is made
+//! for every call and dropped with the instance, so nothing leaks between bookings.
+
+use super::sandbox::Limiter;
+use crate::plugin::PluginIdent;
+use std::collections::HashMap;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The `T` of `Store<T>` for plugin calls.
+pub struct PluginState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: Limiter,
+    /// Which plugin version and request this instance serves; tags every log line.
+    pub ident: Arc<PluginIdent>,
+    pub request_id: Arc<str>,
+    /// The operator's `[plugins.NAME.config]` values.
+    pub config: Arc<HashMap<String, String>>,
+    /// What the guest wrote to stdout and stderr, logged after the call.
+    pub stdout: MemoryOutputPipe,
+    pub stderr: MemoryOutputPipe,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,1 +1,7 @@
+//! Integration tests: real HTTP against hosts on 127.0.0.1, plugins built from source.
 
+mod contract;
+mod http;
+mod loading;
+mod sandbox;
+mod support;

@@ -207,6 +207,6 @@ mod tests {
             mode: TokenMode::Off,
             ..TokenConfig::default()
         };
-        assert_eq!(check(&off, None, NOW).unwrap(), None);
+        assert!(check(&off, None, NOW).unwrap().is_none());
     }
 }

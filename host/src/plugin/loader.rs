@@ -14,7 +14,6 @@ use crate::runtime::PluginRuntime;
 use crate::runtime::bindings::{appointments, followup};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use wasmtime::component::Component;
 
 /// The version of the `servicemobility:booking` WIT package this host implements.
 pub const HOST_WIT_VERSION: &str = "0.1.0";
@@ -72,9 +71,10 @@ pub fn load_bytes(
     manifest: &PluginManifest,
     bytes: &[u8],
 ) -> Result<LoadedPlugin, LoadError> {
+    let hash = content_hash(bytes);
     let ident = PluginIdent {
         name: name.to_string(),
-        version: version_of(bytes),
+        version: format!("sha256:{}", &hash[..12]),
     };
     let scan = scan(bytes).map_err(|e| LoadError::NotAComponent(ident.clone(), e))?;
     let wit_version = scan
@@ -86,7 +86,8 @@ pub fn load_bytes(
     }
 
     let engine = runtime.engine();
-    let component = Component::new(engine, bytes)
+    let component = runtime
+        .compile(&hash, bytes)
         .map_err(|e| LoadError::Compile(ident.clone(), format!("{e:#}")))?;
     for (import, _) in component.component_type().imports(engine) {
         if !(import.starts_with("wasi:") || import.starts_with(PACKAGE)) {
@@ -113,12 +114,14 @@ pub fn load_bytes(
     })
 }
 
-/// `sha256:` and the first 12 hex digits of the component's hash: changes with every
-/// rebuild that changes the code, and is the same on every host.
-pub fn version_of(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+/// The SHA-256 of a component, in hex. A plugin's version is `sha256:` and its first 12
+/// digits: it changes with every rebuild that changes the code, and is the same on every
+/// host.
+pub fn content_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[derive(Debug, Default)]

@@ -1,0 +1,88 @@
+//! What the host refuses to load, and why it says so.
+
+use crate::support::{config_text, runtime};
+use followup_host::App;
+use followup_host::config::Config;
+use followup_host::plugin::loader::{self, LoadError, VERSION_SECTION};
+use followup_host::plugin::manifest::PluginManifest;
+use followup_tests::guests;
+use std::path::{Path, PathBuf};
+
+fn manifest() -> PluginManifest {
+    toml::from_str("path = \"unused.wasm\"").unwrap()
+}
+
+fn load(bytes: &[u8]) -> Result<(), LoadError> {
+    loader::load_bytes(&runtime(), "candidate", &manifest(), bytes).map(|_| ())
+}
+
+#[test]
+fn every_guest_loads_and_reports_its_exports() {
+    for path in guests::ALL {
+        let bytes = std::fs::read(path).unwrap();
+        let plugin = loader::load_bytes(&runtime(), "g", &manifest(), &bytes).unwrap();
+        assert_eq!(plugin.wit_version, loader::HOST_WIT_VERSION);
+        assert!(plugin.book.is_some(), "{path}");
+        assert_eq!(
+            plugin.search.is_some(),
+            *path == guests::CAPACITY_BOOKER,
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_plugin_built_for_another_wit_major_is_refused_before_compiling() {
+    let bytes = std::fs::read(guests::ECHO).unwrap();
+    // A custom section's name is followed directly by its data.
+    let stamp = format!("{VERSION_SECTION}{}", loader::HOST_WIT_VERSION);
+    let at = bytes
+        .windows(stamp.len())
+        .position(|w| w == stamp.as_bytes())
+        .expect("the SDK stamps the WIT version");
+    let mut patched = bytes.clone();
+    let version_at = at + VERSION_SECTION.len();
+    patched[version_at..version_at + 5].copy_from_slice(b"1.0.0");
+    let err = load(&patched).unwrap_err();
+    assert!(
+        matches!(err, LoadError::IncompatibleWit(_, ref v) if v == "1.0.0"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("cannot serve"), "{err}");
+}
+
+#[test]
+fn garbage_and_core_modules_are_not_components() {
+    assert!(matches!(load(b"hello"), Err(LoadError::NotAComponent(..))));
+    assert!(matches!(
+        load(b"\0asm\x01\0\0\0"),
+        Err(LoadError::NotAComponent(..))
+    ));
+}
+
+#[test]
+fn a_route_needs_a_plugin_that_exports_its_interface() {
+    let text = config_text("")
+        + &format!(
+            "\n[plugins.trap-search]\npath = {:?}\n[[routes]]\npath = \"/search2\"\nkind = \"appointment-search\"\nplugin = \"trap-search\"\n",
+            guests::TRAP
+        );
+    let config = Config::parse(&text, Path::new(".")).unwrap();
+    let err = App::with_runtime(&config, runtime()).unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("does not export servicemobility:booking/appointments"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_missing_component_file_is_named() {
+    let mut m = manifest();
+    m.path = PathBuf::from("/nonexistent/plugin.wasm");
+    let err = loader::load_file(&runtime(), "gone", &m).unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/plugin.wasm"),
+        "{err}"
+    );
+}

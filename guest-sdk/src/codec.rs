@@ -670,6 +670,20 @@ pub fn decode<F: Field>(v: &Value) -> Result<F::Out, Vec<Problem>> {
     }
 }
 
+/// Parses JSON text and decodes it as `F`, or every problem found (a syntax error is one
+/// problem at `$`).
+pub fn decode_text<F: Field>(text: &str) -> Result<F::Out, Vec<Problem>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => decode::<F>(&v),
+        Err(e) => Err(vec![Problem {
+            name: "$".into(),
+            reason: format!("is not valid JSON: {e}"),
+            path: "$".into(),
+            value: String::new(),
+        }]),
+    }
+}
+
 /// Encodes a record as JSON.
 pub fn encode<F: Field>(out: &F::Out) -> Result<Value, EncodeError> {
     F::encode(out)

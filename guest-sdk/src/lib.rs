@@ -3,7 +3,7 @@
 //! A plugin is a `cdylib` crate that implements [`BookingPlugin`] (and, if it answers
 //! appointment searches, [`SearchPlugin`]) and names itself with [`export_plugin!`]:
 //!
-//! ```ignore
+//! ```
 //! use followup_sdk::*;
 //!
 //! struct Rules;
@@ -41,6 +41,9 @@ pub mod __bindings {
 
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
+
+/// The JSON library the contract mapping uses, for plugins that build or parse JSON.
+pub use serde_json;
 
 /// The contract's records, generated from the WIT package.
 pub mod types {
@@ -138,6 +141,9 @@ macro_rules! export_plugin {
 #[macro_export]
 macro_rules! __export_plugin {
     ($world:tt, $plugin:ident, [$($cap:ident)+]) => {
+        // Only a Wasm build is a component. Built natively (unit tests, benchmarks against
+        // native code), the plugin is plain Rust with no exports.
+        #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
         #[allow(unsafe_code, reason = "the component's exports and version stamp")]
         mod __followup_plugin {

@@ -106,3 +106,60 @@ impl BookJob {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_and_without_milliseconds() {
+        let a = Timestamp::parse("2024-06-18T17:00:00.000Z").unwrap();
+        let b = Timestamp::parse("2024-06-18T17:00:00Z").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.millis(), 1_718_730_000_000);
+        assert_eq!(
+            Timestamp::parse("2024-06-18T17:00:00.5Z").unwrap().millis(),
+            a.millis() + 500
+        );
+        assert_eq!(a.to_string(), "2024-06-18T17:00:00.000Z");
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_contract_date_time() {
+        for bad in [
+            "",
+            "2024-06-18",
+            "2024-06-18T17:00:00",
+            "2024-06-18T17:00:00+02:00",
+            "2024-02-30T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-06-18T24:00:00Z",
+            "2024-06-18T17:00:00.Z",
+            "2024-06-18 17:00:00Z",
+            "２024-06-18T17:00:00Z",
+        ] {
+            assert_eq!(Timestamp::parse(bad), None, "{bad}");
+        }
+        assert!(Timestamp::parse("2024-02-29T23:59:59.999Z").is_some());
+    }
+
+    #[test]
+    fn local_calendar_follows_the_offset() {
+        // Tuesday 2024-06-18 02:00 UTC is Monday 22:00 in New York (UTC-4 in June).
+        let t = Timestamp::parse("2024-06-18T02:00:00Z").unwrap();
+        assert_eq!(t.local_weekday(0), 2);
+        assert_eq!(t.local_weekday(-240), 1);
+        assert_eq!(t.local_minute_of_day(-240), 22 * 60);
+        let midnight = Timestamp::from_local_day(t.local_day(-240), -240);
+        assert_eq!(midnight.to_string(), "2024-06-17T04:00:00.000Z");
+    }
+
+    #[test]
+    fn date_math_round_trips_over_centuries() {
+        for millis in [0, 951_782_400_000, -2_208_988_800_000, 4_102_444_800_000] {
+            let text = Timestamp(millis).to_string();
+            assert_eq!(Timestamp::parse(&text), Some(Timestamp(millis)), "{text}");
+        }
+    }
+}

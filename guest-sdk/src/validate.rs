@@ -118,3 +118,74 @@ fn check_slots(job: &BookJob, add: &mut impl FnMut(&str, &str, &str, String)) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json;
+
+    fn job(text: &str) -> BookJob {
+        json::decode_text::<BookJob>(text).unwrap()
+    }
+
+    fn paths(err: BookingError) -> Vec<String> {
+        match err {
+            BookingError::InvalidRequest(e) => e.params.into_iter().map(|p| p.path).collect(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    const MINIMAL: &str = r#"{"Account":{"AccountNum":"A"},"Location":{"LocationNum":"L"},
+        "OriginalOrderNum":"WO-1","TimeConstraints":[{"Period":{
+        "Start":"2024-06-18T13:00:00.000Z","End":"2024-06-18T17:00:00.000Z"}}]}"#;
+
+    #[test]
+    fn the_minimal_example_passes() {
+        assert!(profile(&job(MINIMAL)).is_ok());
+        let ad_hoc = r#"{"Account":{"Name":"Okafor"},"Location":{"Address":{}},
+            "OriginalOrderNum":"WO-1","TimeConstraints":[{"Period":{
+            "Start":"2024-06-18T13:00:00Z","End":"2024-06-18T17:00:00Z"}}]}"#;
+        assert!(profile(&job(ad_hoc)).is_ok());
+    }
+
+    #[test]
+    fn an_empty_job_names_every_missing_field() {
+        assert_eq!(
+            paths(profile(&job("{}")).unwrap_err()),
+            [
+                "$.Account",
+                "$.Location",
+                "$.OriginalOrderNum",
+                "$.TimeConstraints"
+            ]
+        );
+    }
+
+    #[test]
+    fn slots_need_both_ends_in_order() {
+        let t = r#"{"Account":{"AccountNum":"A"},"Location":{"LocationNum":"L"},
+            "OriginalOrderNum":"WO-1","TimeConstraints":[
+            {"Period":{"Start":"2024-06-18T13:00:00Z"}},
+            {"Period":{"Start":"2024-06-18T13:00:00Z","End":"2024-06-18T12:00:00Z"}},
+            {"Desc":"no period"}]}"#;
+        assert_eq!(
+            paths(profile(&job(t)).unwrap_err()),
+            [
+                "$.TimeConstraints[0].Period.End",
+                "$.TimeConstraints[1].Period.End",
+                "$.TimeConstraints[2].Period"
+            ]
+        );
+    }
+
+    #[test]
+    fn blank_identifiers_do_not_count() {
+        let t = MINIMAL
+            .replace(r#""AccountNum":"A""#, r#""AccountNum":"  ""#)
+            .replace(r#""OriginalOrderNum":"WO-1""#, r#""OriginalOrderNum":"""#);
+        assert_eq!(
+            paths(profile(&job(&t)).unwrap_err()),
+            ["$.Account", "$.OriginalOrderNum"]
+        );
+    }
+}

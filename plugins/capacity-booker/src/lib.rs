@@ -158,6 +158,24 @@ impl Rules {
         None
     }
 
+    /// A slot as a person reads it: `Mon 2024-06-17 08:00–12:00 (UTC-04:00)`.
+    pub fn describe(&self, slot: Slot) -> String {
+        const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        let off = self.utc_offset_minutes;
+        let local = |t: Timestamp| t.plus_minutes(off).to_string();
+        let (start, end) = (local(slot.start), local(slot.end));
+        let weekday = DAYS[usize::from(slot.start.local_weekday(off) - 1)];
+        let sign = if off < 0 { '-' } else { '+' };
+        format!(
+            "{weekday} {} {}–{} (UTC{sign}{:02}:{:02})",
+            &start[..10],
+            &start[11..16],
+            &end[11..16],
+            off.abs() / 60,
+            off.abs() % 60
+        )
+    }
+
     /// Books `job`: the follow-up order number and the parts orders.
     pub fn book(
         &self,
@@ -224,7 +242,7 @@ impl Rules {
             .into_iter()
             .map(|slot| TimeConstraint {
                 id: Some(format!("SLOT-{}", slot.start.millis() / 60_000)),
-                desc: Some(format!("{} to {}", slot.start, slot.end)),
+                desc: Some(self.describe(slot)),
                 type_: Some("1001".into()),
                 period: Some(slot.to_period()),
                 delete: None,
@@ -331,3 +349,179 @@ impl SearchPlugin for CapacityBooker {
 }
 
 followup_sdk::export_plugin!(CapacityBooker: book, search);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn rules(pairs: &[(&str, &str)]) -> Rules {
+        let config: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Rules::from_config(|k| config.get(k).cloned(), Timestamp(0))
+    }
+
+    fn new_york() -> Rules {
+        rules(&[
+            ("now", "2024-06-17T12:00:00Z"),
+            ("utc_offset_minutes", "-240"),
+            ("closed_dates", "2024-07-04"),
+        ])
+    }
+
+    fn slot(start: &str, end: &str) -> Slot {
+        Slot {
+            start: Timestamp::parse(start).unwrap(),
+            end: Timestamp::parse(end).unwrap(),
+        }
+    }
+
+    fn ctx(key: &str) -> RequestContext {
+        RequestContext {
+            work_order_id: Some("WO-1".into()),
+            route: "r".into(),
+            request_id: "q".into(),
+            idempotency_key: key.into(),
+            claims: None,
+        }
+    }
+
+    fn job(start: &str, end: &str, parts: &str) -> BookJob {
+        let text = format!(
+            r#"{{"Account":{{"AccountNum":"A"}},"Location":{{"LocationNum":"L"}},
+            "OriginalOrderNum":"WO-1","RequiredParts":{parts},
+            "TimeConstraints":[{{"Period":{{"Start":"{start}","End":"{end}"}}}}]}}"#
+        );
+        json::decode_text::<BookJob>(&text).unwrap()
+    }
+
+    #[test]
+    fn books_an_open_weekday_slot() {
+        let r = new_york();
+        assert_eq!(
+            r.refuse(slot("2024-06-18T13:00:00Z", "2024-06-18T17:00:00Z")),
+            None
+        );
+    }
+
+    #[test]
+    fn refuses_past_closed_and_out_of_hours_slots() {
+        let r = new_york();
+        let cases = [
+            (
+                ("2024-06-10T13:00:00Z", "2024-06-10T17:00:00Z"),
+                "in the past",
+            ),
+            (
+                ("2024-06-22T13:00:00Z", "2024-06-22T17:00:00Z"),
+                "closed day",
+            ),
+            (
+                ("2024-07-04T13:00:00Z", "2024-07-04T17:00:00Z"),
+                "closed day",
+            ),
+            (
+                ("2024-06-18T11:00:00Z", "2024-06-18T13:00:00Z"),
+                "business hours",
+            ),
+            (
+                ("2024-06-18T20:00:00Z", "2024-06-18T23:00:00Z"),
+                "business hours",
+            ),
+            (
+                ("2024-06-18T20:00:00Z", "2024-06-19T13:00:00Z"),
+                "business hours",
+            ),
+            (
+                ("2024-06-18T13:00:00Z", "2024-06-18T13:30:00Z"),
+                "shorter than",
+            ),
+        ];
+        for ((start, end), reason) in cases {
+            let why = r.refuse(slot(start, end)).unwrap_or_default();
+            assert!(why.contains(reason), "{start}: {why:?}");
+        }
+    }
+
+    #[test]
+    fn order_numbers_follow_the_idempotency_key() {
+        let r = new_york();
+        let j = job("2024-06-18T13:00:00Z", "2024-06-18T17:00:00Z", "[]");
+        let a = r.book(&ctx("key-1"), &j).unwrap();
+        let b = r.book(&ctx("key-1"), &j).unwrap();
+        let c = r.book(&ctx("key-2"), &j).unwrap();
+        assert_eq!(a.order_num, b.order_num);
+        assert_ne!(a.order_num, c.order_num);
+        assert!(a.order_num.starts_with("FU-") && a.order_num.len() == 13);
+        assert!(a.ordered_parts.is_empty());
+    }
+
+    #[test]
+    fn parts_are_grouped_and_superseded_parts_replace_the_original() {
+        let parts = r#"[
+            {"ProdNum":"P1","ShipToLocation":"1002","Urgency":"1001"},
+            {"ProdNum":"P2","ShipToLocation":"1002","Urgency":"1001",
+             "SupersededParts":[{"ProdNum":"P2-NEW"}]},
+            {"ProdNum":"P3","ShipToLocation":"1001","Urgency":"1001"},
+            {"ProdNum":"P1","ShipToLocation":"1002","Urgency":"1001"}]"#;
+        let j = job("2024-06-18T13:00:00Z", "2024-06-18T17:00:00Z", parts);
+        let answer = new_york().book(&ctx("k"), &j).unwrap();
+        let orders: Vec<(String, Vec<String>)> = answer
+            .ordered_parts
+            .into_iter()
+            .map(|o| (o.part_order_num, o.parts))
+            .collect();
+        assert_eq!(orders.len(), 2);
+        assert_eq!(orders[0].1, ["P3"]);
+        assert_eq!(orders[1].1, ["P1", "P2-NEW"]);
+        assert_ne!(orders[0].0, orders[1].0);
+    }
+
+    #[test]
+    fn refuses_a_job_without_a_slot_with_its_path() {
+        let mut j = job("2024-06-18T13:00:00Z", "2024-06-18T17:00:00Z", "[]");
+        j.time_constraints = Some(vec![]);
+        match new_york().book(&ctx("k"), &j) {
+            Err(BookingError::InvalidRequest(e)) => {
+                assert_eq!(e.params[0].path, "$.TimeConstraints")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn searches_open_slots_inside_the_window() {
+        let r = new_york();
+        let q = job("2024-06-21T12:00:00Z", "2024-06-24T22:00:00Z", "[]");
+        let answer = r.search(&q).unwrap();
+        let starts: Vec<String> = answer
+            .time_constraints
+            .iter()
+            .map(|t| t.period.as_ref().unwrap().start.clone().unwrap())
+            .collect();
+        // Friday morning and afternoon, the weekend closed, Monday morning and afternoon.
+        assert_eq!(
+            starts,
+            [
+                "2024-06-21T12:00:00.000Z",
+                "2024-06-21T16:00:00.000Z",
+                "2024-06-24T12:00:00.000Z",
+                "2024-06-24T16:00:00.000Z"
+            ]
+        );
+        assert_eq!(answer.status_msg.as_deref(), Some("4 open slots found"));
+        assert_eq!(
+            answer.time_constraints[0].desc.as_deref(),
+            Some("Fri 2024-06-21 08:00–12:00 (UTC-04:00)")
+        );
+    }
+
+    #[test]
+    fn search_stops_at_max_slots() {
+        let r = rules(&[("now", "2024-06-17T00:00:00Z"), ("max_slots", "3")]);
+        let q = job("2024-06-17T00:00:00Z", "2024-07-17T00:00:00Z", "[]");
+        assert_eq!(r.search(&q).unwrap().time_constraints.len(), 3);
+    }
+}

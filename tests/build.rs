@@ -14,6 +14,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("trap-guest", "trap_guest", "TRAP"),
     ("looper-guest", "looper_guest", "LOOPER"),
     ("echo-guest", "echo_guest", "ECHO"),
+    ("hostile-guest", "hostile_guest", "HOSTILE"),
 ];
 
 fn main() {

@@ -6,5 +6,5 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
     /// Every guest, so that a new one cannot be left without a test.
-    pub const ALL: &[&str] = &[CAPACITY_BOOKER, TRAP, LOOPER, ECHO];
+    pub const ALL: &[&str] = &[CAPACITY_BOOKER, TRAP, LOOPER, ECHO, HOSTILE];
 }

@@ -101,6 +101,25 @@ impl Config {
     /// Refuses configurations that cannot serve: unknown plugins, bad templates, two
     /// routes on one path.
     fn check(&self) -> anyhow::Result<()> {
+        for (name, manifest) in &self.plugins {
+            if let Some(key) = manifest.unknown.keys().next() {
+                bail!("[plugins.{name}] has an unknown key {key:?}");
+            }
+            let limits = &manifest.limits;
+            if limits.max_fuel.is_some() && !self.runtime.fuel {
+                bail!("[plugins.{name}] sets max_fuel, which needs fuel = true under [runtime]");
+            }
+            if limits.max_memory_bytes > self.runtime.max_memory_bytes {
+                bail!(
+                    "[plugins.{name}] max_memory_bytes {} exceeds [runtime] max_memory_bytes {}",
+                    limits.max_memory_bytes,
+                    self.runtime.max_memory_bytes
+                );
+            }
+            if limits.max_concurrency == 0 || limits.timeout_ms == 0 {
+                bail!("[plugins.{name}] max_concurrency and timeout_ms must be at least 1");
+            }
+        }
         let mut seen = BTreeMap::new();
         for route in &self.routes {
             let template = Template::parse(&route.path, route.kind)
@@ -165,6 +184,28 @@ mod tests {
         let missing = "[[routes]]\npath = \"/a/{0}\"\nkind = \"book-job\"\nplugin = \"nope\"\n";
         let err = Config::parse(missing, base).unwrap_err();
         assert!(format!("{err:#}").contains("not under [plugins]"));
+    }
+
+    #[test]
+    fn plugin_limits_are_checked() {
+        let base = Path::new(".");
+        let typo = "[plugins.p]\npath = \"p.wasm\"\ntimout_ms = 5\n";
+        let err = Config::parse(typo, base).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown key \"timout_ms\""),
+            "{err:#}"
+        );
+        let fuel = "[plugins.p]\npath = \"p.wasm\"\nmax_fuel = 1000\n";
+        assert!(format!("{:#}", Config::parse(fuel, base).unwrap_err()).contains("fuel = true"));
+        let ok = format!("[runtime]\nfuel = true\n{fuel}");
+        assert_eq!(
+            Config::parse(&ok, base).unwrap().plugins["p"]
+                .limits
+                .max_fuel,
+            Some(1000)
+        );
+        let big = "[plugins.p]\npath = \"p.wasm\"\nmax_memory_bytes = 1000000000000\n";
+        assert!(Config::parse(big, base).is_err());
     }
 
     #[test]

@@ -4,10 +4,12 @@
 
 use crate::contract::Problem;
 use crate::contract::types::BookingError;
+use crate::plugin::PluginIdent;
 use crate::runtime::{FailureKind, PluginFailure};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Which statuses the host answers with (`status_mode` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -37,8 +39,10 @@ pub enum ErrorKind {
     PluginTimeout,
     PluginMemoryLimit,
     PluginStackOverflow,
+    PluginOutOfFuel,
     PluginTrap,
     PluginBadResult,
+    PluginResponseTooLarge,
     PluginBusy,
     PluginUnavailable,
     Internal,
@@ -62,8 +66,10 @@ impl ErrorKind {
             PluginTimeout => "plugin-timeout",
             PluginMemoryLimit => "plugin-memory-limit",
             PluginStackOverflow => "plugin-stack-overflow",
+            PluginOutOfFuel => "plugin-out-of-fuel",
             PluginTrap => "plugin-trap",
             PluginBadResult => "plugin-bad-result",
+            PluginResponseTooLarge => "plugin-response-too-large",
             PluginBusy => "plugin-busy",
             PluginUnavailable => "plugin-unavailable",
             Internal => "internal",
@@ -86,8 +92,10 @@ impl ErrorKind {
             PluginTimeout => "Booking rule timed out",
             PluginMemoryLimit => "Booking rule exceeded its memory limit",
             PluginStackOverflow => "Booking rule overflowed its stack",
+            PluginOutOfFuel => "Booking rule exceeded its instruction budget",
             PluginTrap => "Booking rule crashed",
             PluginBadResult => "Booking rule returned an invalid answer",
+            PluginResponseTooLarge => "Booking rule answered too much",
             PluginBusy => "Booking rule busy",
             PluginUnavailable => "Booking rule unavailable",
             Internal => "Internal error",
@@ -111,10 +119,14 @@ impl ErrorKind {
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             SlotUnavailable | Conflict => StatusCode::CONFLICT,
-            UpstreamFailure | PluginTrap | PluginBadResult | PluginMemoryLimit
-            | PluginStackOverflow => StatusCode::BAD_GATEWAY,
+            UpstreamFailure
+            | PluginTrap
+            | PluginBadResult
+            | PluginMemoryLimit
+            | PluginStackOverflow
+            | PluginResponseTooLarge => StatusCode::BAD_GATEWAY,
             PluginBusy | PluginUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
+            PluginTimeout | PluginOutOfFuel => StatusCode::GATEWAY_TIMEOUT,
             BookingFailed | Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -148,6 +160,8 @@ pub struct ApiError {
     pub invalid_params: Vec<InvalidParam>,
     /// Filled in by the handler so that the body names the request.
     pub request_id: Option<String>,
+    /// The plugin version the failure belongs to, for its counters.
+    pub plugin: Option<Arc<PluginIdent>>,
     pub mode: StatusMode,
 }
 
@@ -158,6 +172,7 @@ impl ApiError {
             detail: detail.into(),
             invalid_params: Vec::new(),
             request_id: None,
+            plugin: None,
             mode: StatusMode::Documented,
         }
     }
@@ -198,6 +213,12 @@ impl ApiError {
         }
     }
 
+    /// Attributes the error to a plugin version (for its counters).
+    pub fn for_plugin(mut self, plugin: &Arc<PluginIdent>) -> Self {
+        self.plugin = Some(plugin.clone());
+        self
+    }
+
     pub fn with_mode(mut self, mode: StatusMode) -> Self {
         self.mode = mode;
         self
@@ -219,12 +240,17 @@ impl From<PluginFailure> for ApiError {
             FailureKind::Timeout => ErrorKind::PluginTimeout,
             FailureKind::MemoryLimit => ErrorKind::PluginMemoryLimit,
             FailureKind::StackOverflow => ErrorKind::PluginStackOverflow,
+            FailureKind::OutOfFuel => ErrorKind::PluginOutOfFuel,
             FailureKind::Trap => ErrorKind::PluginTrap,
             FailureKind::BadResult => ErrorKind::PluginBadResult,
+            FailureKind::ResponseTooLarge => ErrorKind::PluginResponseTooLarge,
             FailureKind::Busy => ErrorKind::PluginBusy,
             FailureKind::Unavailable => ErrorKind::PluginUnavailable,
         };
-        ApiError::new(kind, f.to_string())
+        ApiError {
+            plugin: Some(f.plugin.clone()),
+            ..ApiError::new(kind, f.to_string())
+        }
     }
 }
 

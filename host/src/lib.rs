@@ -5,6 +5,7 @@
 //! - [`config`]: the TOML configuration and its defaults;
 //! - [`http`]: the HTTP surface (routes, token check, request handling);
 //! - [`error`]: the Standard Response Object and the one status mapping;
+//! - [`metrics`]: failure counters per plugin version and error type;
 //! - [`contract`]: the contract's records and their JSON mapping (shared with the SDK);
 //! - [`plugin`]: loading and checking components;
 //! - [`runtime`]: the engine, the sandbox and one plugin call;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod contract;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod plugin;
 pub mod runtime;
 
@@ -39,6 +41,7 @@ pub struct App {
     pub status_mode: StatusMode,
     pub token: TokenConfig,
     pub max_body_bytes: usize,
+    pub metrics: metrics::Metrics,
 }
 
 impl std::fmt::Debug for App {
@@ -61,6 +64,9 @@ impl App {
     /// Loads every plugin and route of `config` into an existing runtime. Refuses to start
     /// when a plugin does not load or cannot serve the kind of route that names it.
     pub fn with_runtime(config: &Config, runtime: Arc<PluginRuntime>) -> anyhow::Result<App> {
+        if config.runtime != *runtime.config() {
+            bail!("the config's [runtime] settings differ from those the runtime was built with");
+        }
         let mut plugins = HashMap::new();
         for (name, manifest) in &config.plugins {
             let loaded = plugin::loader::load_file(&runtime, name, manifest)?;
@@ -105,6 +111,7 @@ impl App {
             status_mode: config.status_mode,
             token: config.token.clone(),
             max_body_bytes: config.max_body_bytes,
+            metrics: metrics::Metrics::default(),
         })
     }
 

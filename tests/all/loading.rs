@@ -1,6 +1,6 @@
 //! What the host refuses to load, and why it says so.
 
-use crate::support::{config_text, runtime};
+use crate::support::{config_text, runtime, shared_runtime_config};
 use followup_host::App;
 use followup_host::config::Config;
 use followup_host::plugin::loader::{self, LoadError, VERSION_SECTION};
@@ -67,7 +67,8 @@ fn a_route_needs_a_plugin_that_exports_its_interface() {
             "\n[plugins.trap-search]\npath = {:?}\n[[routes]]\npath = \"/search2\"\nkind = \"appointment-search\"\nplugin = \"trap-search\"\n",
             guests::TRAP
         );
-    let config = Config::parse(&text, Path::new(".")).unwrap();
+    let mut config = Config::parse(&text, Path::new(".")).unwrap();
+    config.runtime = shared_runtime_config();
     let err = App::with_runtime(&config, runtime()).unwrap_err();
     let message = format!("{err:#}");
     assert!(

@@ -1,7 +1,8 @@
 //! A plugin that traps, loops or answers garbage costs one request a clear error; the
 //! host keeps serving.
 
-use crate::support::{Server, example};
+use crate::support::{Answer, HOSTILE_TIMEOUT_MS, HUGE_RESPONSE_TIMEOUT_MS, Server, example, send};
+use std::time::{Duration, Instant};
 
 async fn good_booking_still_succeeds(server: &Server) {
     let answer = server
@@ -45,18 +46,17 @@ async fn a_looping_plugin_is_stopped_at_its_deadline() {
     good_booking_still_succeeds(&server).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_plugin_does_not_stall_other_requests() {
     let server = Server::start().await;
     let body = example("book-job.minimal.json");
-    // Two runaway calls would hold both workers of a 2-core machine if guests did not
+    // Eight runaway calls would hold every worker of a 2-core machine if guests did not
     // yield; bookings in between must still be answered.
-    let loops = async {
-        tokio::join!(
-            server.post("/looper/WO-1", &body),
-            server.post("/looper/WO-2", &body)
-        )
-    };
+    let mut loops = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        loops.spawn(send(server.request(&format!("/looper/WO-{i}"), &body)));
+    }
+    let loops = async { loops.join_all().await };
     let bookings = async {
         let mut answers = Vec::new();
         for i in 0..5 {
@@ -68,9 +68,10 @@ async fn a_looping_plugin_does_not_stall_other_requests() {
         }
         answers
     };
-    let ((a, b), answers) = tokio::join!(loops, bookings);
-    a.assert_error(500, "plugin-timeout");
-    b.assert_error(500, "plugin-timeout");
+    let (looped, answers) = tokio::join!(loops, bookings);
+    for answer in looped {
+        answer.assert_error(500, "plugin-timeout");
+    }
     for answer in answers {
         assert_eq!(answer.status, 200, "{}", answer.text);
     }
@@ -88,5 +89,146 @@ async fn a_malformed_answer_is_refused_before_it_leaves() {
     let detail = answer.json["detail"].as_str().unwrap();
     assert!(detail.contains("plugin echo@sha256:"), "{detail}");
     assert!(detail.contains("OrderNum is empty"), "{detail}");
+    good_booking_still_succeeds(&server).await;
+}
+
+/// Sends a booking to the hostile plugin `behaviour`; the answer and how long it took.
+async fn provoke(server: &Server, behaviour: &str) -> (Answer, Duration) {
+    let started = Instant::now();
+    let answer = server
+        .post(
+            &format!("/hostile/{behaviour}/WO-1"),
+            &example("book-job.minimal.json"),
+        )
+        .await;
+    (answer, started.elapsed())
+}
+
+/// Every hostile behaviour costs exactly its own request: the right error type, an answer
+/// within the deadline plus 50 ms, and a good plugin answering right after.
+#[tokio::test]
+async fn each_hostile_behaviour_gets_its_error_type_and_the_host_keeps_serving() {
+    let server = Server::with_config("status_mode = \"http\"").await;
+    let cases: &[(&str, u16, &str, &str)] = &[
+        ("loop", 504, "plugin-timeout", "timed out after 200 ms"),
+        (
+            "host-call-loop",
+            504,
+            "plugin-timeout",
+            "timed out after 200 ms",
+        ),
+        ("sleep", 504, "plugin-timeout", "timed out after 200 ms"),
+        ("memory-bomb", 502, "plugin-memory-limit", "memory limit"),
+        ("recursion", 502, "plugin-stack-overflow", "Wasm stack"),
+        ("panic", 502, "plugin-trap", "trapped"),
+        ("unreachable", 502, "plugin-trap", "unreachable"),
+        (
+            "huge-response",
+            502,
+            "plugin-response-too-large",
+            "over its max_response_bytes",
+        ),
+        // What the sandbox denies fails inside the guest, which reports what it saw.
+        ("read-file", 500, "booking-failed", "denied"),
+        ("read-env", 500, "booking-failed", "env vars 0, args 0"),
+        ("open-socket", 500, "booking-failed", "denied"),
+    ];
+    for (behaviour, status, kind, says) in cases {
+        let (answer, took) = provoke(&server, behaviour).await;
+        answer.assert_error(*status, kind);
+        let detail = answer.json["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{behaviour}: {detail}");
+        if kind.starts_with("plugin-") {
+            assert!(
+                detail.contains(&format!("plugin hostile-{behaviour}@sha256:")),
+                "{behaviour}: {detail}"
+            );
+            assert!(detail.contains("(request "), "{behaviour}: {detail}");
+        }
+        let deadline = match *behaviour {
+            "huge-response" => HUGE_RESPONSE_TIMEOUT_MS,
+            _ => HOSTILE_TIMEOUT_MS,
+        };
+        let bound = Duration::from_millis(deadline + 50);
+        assert!(took < bound, "{behaviour} answered after {took:?}");
+        assert_eq!(
+            server
+                .app
+                .metrics
+                .failure_count(&format!("hostile-{behaviour}"), kind),
+            1
+        );
+        good_booking_still_succeeds(&server).await;
+    }
+}
+
+#[tokio::test]
+async fn a_log_flood_is_truncated_not_fatal() {
+    let server = Server::start().await;
+    let (answer, _) = provoke(&server, "log-flood").await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.json["OrderNum"], "FU-FLOOD");
+}
+
+#[tokio::test]
+async fn a_socket_to_a_listening_local_server_is_still_refused() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let extra = format!(
+        "[plugins.sock]\npath = {:?}\n[plugins.sock.config]\nbehaviour = \"open-socket\"\n\
+         socket = {target:?}\n[[routes]]\npath = \"/sock/{{0}}\"\nkind = \"book-job\"\nplugin = \"sock\"\n",
+        followup_tests::guests::HOSTILE
+    );
+    let server = Server::with_config(&extra).await;
+    let answer = server
+        .post("/sock/WO-1", &example("book-job.minimal.json"))
+        .await;
+    answer.assert_error(500, "booking-failed");
+    assert!(
+        answer.json["detail"].as_str().unwrap().contains("denied"),
+        "{}",
+        answer.text
+    );
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "the guest reached the listener");
+}
+
+#[tokio::test]
+async fn an_instruction_budget_stops_a_loop_deterministically() {
+    let extra = format!(
+        "[runtime]\nfuel = true\nmax_instances = 16\n[plugins.fuel]\npath = {:?}\nmax_fuel = 1000000\n\
+         timeout_ms = 5000\n[plugins.fuel.config]\nbehaviour = \"loop\"\n\
+         [[routes]]\npath = \"/fuel/{{0}}\"\nkind = \"book-job\"\nplugin = \"fuel\"\n",
+        followup_tests::guests::HOSTILE
+    );
+    let server = Server::with_config(&format!("status_mode = \"http\"\n{extra}")).await;
+    let answer = server
+        .post("/fuel/WO-1", &example("book-job.minimal.json"))
+        .await;
+    answer.assert_error(504, "plugin-out-of-fuel");
+    assert!(
+        answer.json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("budget 1000000")
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_over_its_concurrency_queues_then_is_busy() {
+    let extra = format!(
+        "[runtime]\nqueue_timeout_ms = 50\nmax_instances = 16\n[plugins.narrow]\npath = {:?}\nmax_concurrency = 1\n\
+         timeout_ms = 300\n[plugins.narrow.config]\nbehaviour = \"loop\"\n\
+         [[routes]]\npath = \"/narrow/{{0}}\"\nkind = \"book-job\"\nplugin = \"narrow\"\n",
+        followup_tests::guests::HOSTILE
+    );
+    let server = Server::with_config(&format!("status_mode = \"http\"\n{extra}")).await;
+    let body = example("book-job.minimal.json");
+    let (first, second) = tokio::join!(server.post("/narrow/WO-1", &body), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        server.post("/narrow/WO-2", &body).await
+    });
+    first.assert_error(504, "plugin-timeout");
+    second.assert_error(503, "plugin-busy");
     good_booking_still_succeeds(&server).await;
 }

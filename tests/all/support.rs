@@ -18,14 +18,60 @@ use tokio::sync::oneshot;
 pub fn runtime() -> Arc<PluginRuntime> {
     static RUNTIME: OnceLock<Arc<PluginRuntime>> = OnceLock::new();
     RUNTIME
-        .get_or_init(|| {
-            let config = RuntimeConfig {
-                max_instances: 64,
-                ..RuntimeConfig::default()
-            };
-            PluginRuntime::new(&config).expect("runtime")
-        })
+        .get_or_init(|| PluginRuntime::new(&shared_runtime_config()).expect("runtime"))
         .clone()
+}
+
+/// The shared runtime's settings; a test whose config sets others gets its own runtime.
+pub fn shared_runtime_config() -> RuntimeConfig {
+    RuntimeConfig {
+        max_instances: 64,
+        ..RuntimeConfig::default()
+    }
+}
+
+/// Behaviours of the hostile guest; each is served as plugin `hostile-NAME` on
+/// `/hostile/NAME/{0}` with a 200 ms deadline.
+pub const HOSTILE: &[&str] = &[
+    "loop",
+    "host-call-loop",
+    "sleep",
+    "memory-bomb",
+    "recursion",
+    "panic",
+    "unreachable",
+    "huge-response",
+    "log-flood",
+    "read-file",
+    "read-env",
+    "open-socket",
+];
+
+/// The deadline of every hostile plugin but `huge-response`.
+pub const HOSTILE_TIMEOUT_MS: u64 = 200;
+
+/// The deadline of `huge-response`.
+pub const HUGE_RESPONSE_TIMEOUT_MS: u64 = 10_000;
+
+fn hostile_config() -> String {
+    let mut text = String::new();
+    for behaviour in HOSTILE {
+        // The 50 MB answer needs room to be built; the default 64 MiB would stop it first.
+        let memory = if *behaviour == "huge-response" {
+            128 << 20
+        } else {
+            64 << 20
+        };
+        text.push_str(&format!(
+            "[plugins.hostile-{behaviour}]\npath = {:?}\ntimeout_ms = {HOSTILE_TIMEOUT_MS}\n\
+             max_memory_bytes = {memory}\n[plugins.hostile-{behaviour}.config]\n\
+             behaviour = {behaviour:?}\n\
+             [[routes]]\npath = \"/hostile/{behaviour}/{{0}}\"\nkind = \"book-job\"\n\
+             plugin = \"hostile-{behaviour}\"\n",
+            guests::HOSTILE
+        ));
+    }
+    text
 }
 
 /// Plugins and routes every test server has; `extra` (TOML) is prepended.
@@ -82,12 +128,13 @@ plugin = "looper"
         echo = guests::ECHO,
         trap = guests::TRAP,
         looper = guests::LOOPER,
-    )
+    ) + &hostile_config()
 }
 
 /// A host serving the standard test routes on 127.0.0.1 at an ephemeral port.
 pub struct Server {
     pub base: String,
+    pub app: Arc<App>,
     pub client: reqwest::Client,
     _stop: oneshot::Sender<()>,
 }
@@ -98,55 +145,74 @@ impl Server {
     }
 
     /// `extra` is TOML placed before the standard plugins and routes, e.g.
-    /// `status_mode = "http"`.
+    /// `status_mode = "http"`. A `[runtime]` table gets the server a runtime of its own.
     pub async fn with_config(extra: &str) -> Server {
-        let config = Config::parse(&config_text(extra), Path::new(".")).expect("config");
-        let app = tokio::task::spawn_blocking(move || App::with_runtime(&config, runtime()))
-            .await
-            .expect("join")
-            .expect("app");
+        let mut config = Config::parse(&config_text(extra), Path::new(".")).expect("config");
+        let shared = config.runtime == RuntimeConfig::default();
+        if shared {
+            config.runtime = shared_runtime_config();
+        }
+        let app = tokio::task::spawn_blocking(move || {
+            if shared {
+                App::with_runtime(&config, runtime())
+            } else {
+                App::new(&config)
+            }
+        })
+        .await
+        .expect("join")
+        .expect("app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(run(listener, Arc::new(app), async {
+        let app = Arc::new(app);
+        tokio::spawn(run(listener, app.clone(), async {
             let _ = stopped.await;
         }));
         Server {
             base,
+            app,
             client: reqwest::Client::new(),
             _stop: stop,
         }
     }
 
+    /// A POST of `body` as JSON with a valid token.
+    pub fn request(&self, path: &str, body: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .header("x-access-token", token(3600))
+            .body(body.to_string())
+    }
+
     /// POSTs `body` as JSON with a valid token.
     pub async fn post(&self, path: &str, body: &str) -> Answer {
-        self.send(
-            self.client
-                .post(format!("{}{path}", self.base))
-                .header("content-type", "application/json")
-                .header("x-access-token", token(3600))
-                .body(body.to_string()),
-        )
-        .await
+        send(self.request(path, body)).await
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let text = response.text().await.expect("body");
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer {
-            status,
-            content_type,
-            text,
-            json,
-        }
+        send(request).await
+    }
+}
+
+/// Sends a request and reads the whole answer.
+pub async fn send(request: reqwest::RequestBuilder) -> Answer {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let text = response.text().await.expect("body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        content_type,
+        text,
+        json,
     }
 }
 

@@ -35,6 +35,9 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let mut response = match serve(&app, request, &request_id).await {
         Ok(response) => response,
         Err(err) => {
+            if let Some(plugin) = &err.plugin {
+                app.metrics.count_failure(plugin, err.kind.code());
+            }
             if err.kind != ErrorKind::InvalidRequest && err.kind != ErrorKind::NotFound {
                 tracing::info!(request_id, kind = err.kind.code(), "{}", err.detail);
             }
@@ -101,13 +104,15 @@ async fn serve(app: &App, request: Request, request_id: &str) -> Result<Response
         RouteKind::BookJob => {
             let job = contract::decode::<BookJob>(&json).map_err(ApiError::invalid)?;
             let answer = app.runtime.book(&plugin, &ctx, &job).await?;
-            let response = answer.map_err(ApiError::from_booking)?;
+            let response =
+                answer.map_err(|e| ApiError::from_booking(e).for_plugin(&plugin.ident))?;
             contract::encode::<BookJobResponse>(&response)
         }
         RouteKind::AppointmentSearch => {
             let query = contract::decode::<BookJob>(&json).map_err(ApiError::invalid)?;
             let answer = app.runtime.search(&plugin, &ctx, &query).await?;
-            let response = answer.map_err(ApiError::from_booking)?;
+            let response =
+                answer.map_err(|e| ApiError::from_booking(e).for_plugin(&plugin.ident))?;
             contract::encode::<AppointmentSearchResponse>(&response)
         }
     };
@@ -116,13 +121,26 @@ async fn serve(app: &App, request: Request, request_id: &str) -> Result<Response
             ErrorKind::PluginBadResult,
             format!("plugin {} returned an invalid answer: {e}", plugin.ident),
         )
+        .for_plugin(&plugin.ident)
     })?;
-    Ok(json_response(&answer))
+    // A `Value` always serialises.
+    let bytes = serde_json::to_vec(&answer).unwrap_or_default();
+    let limit = plugin.limits.max_response_bytes;
+    if bytes.len() > limit {
+        return Err(ApiError::new(
+            ErrorKind::PluginResponseTooLarge,
+            format!(
+                "plugin {} answered {} bytes, over its max_response_bytes of {limit}",
+                plugin.ident,
+                bytes.len()
+            ),
+        )
+        .for_plugin(&plugin.ident));
+    }
+    Ok(json_response(bytes))
 }
 
-fn json_response(value: &Value) -> Response {
-    // A `Value` always serialises.
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
+fn json_response(bytes: Vec<u8>) -> Response {
     let mut response = (StatusCode::OK, Body::from(bytes)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -111,6 +111,7 @@ pub fn load_bytes(
         search,
         limits: manifest.limits,
         config: Arc::new(manifest.config.clone()),
+        slots: tokio::sync::Semaphore::new(manifest.limits.max_concurrency as usize),
     })
 }
 

@@ -4,11 +4,10 @@
 
 use crate::runtime::sandbox::Limits;
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PluginManifest {
     /// Path of the component (`.wasm`); relative paths are resolved against the config
     /// file's directory.
@@ -19,4 +18,8 @@ pub struct PluginManifest {
     /// Values the plugin reads through the `config` host service. Default: none.
     #[serde(default)]
     pub config: HashMap<String, String>,
+    /// Keys that are neither the above nor a limit: refused by the config check (serde
+    /// cannot deny unknown fields through a flattened struct).
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, toml::Value>,
 }

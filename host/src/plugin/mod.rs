@@ -37,6 +37,8 @@ pub struct LoadedPlugin {
     pub search: Option<appointments::GuestIndices>,
     pub limits: Limits,
     pub config: Arc<HashMap<String, String>>,
+    /// Bounds the calls of this plugin in flight (`max_concurrency`).
+    pub slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for LoadedPlugin {

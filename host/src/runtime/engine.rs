@@ -12,6 +12,10 @@ pub fn build(rt: &RuntimeConfig) -> anyhow::Result<Engine> {
         // Deadlines: a guest checks the epoch at loop headers and function entries, which
         // is how a runaway loop is interrupted without trusting the guest.
         .epoch_interruption(true)
+        .consume_fuel(rt.fuel)
+        .max_wasm_stack(rt.max_wasm_stack_bytes)
+        // Guests run on fibers: their stack must hold the Wasm stack plus host frames.
+        .async_stack_size(rt.max_wasm_stack_bytes + (1 << 20))
         .allocation_strategy(pooling(rt))
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
     Ok(Engine::new(&config)?)

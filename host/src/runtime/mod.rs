@@ -8,6 +8,7 @@
 pub mod bindings;
 pub mod engine;
 pub mod imports;
+pub mod output;
 pub mod sandbox;
 pub mod state;
 
@@ -16,6 +17,7 @@ use bindings::types::{
     AppointmentSearch, AppointmentSearchResponse, BookJob, BookJobResponse, BookingError,
     RequestContext,
 };
+use output::GuestOutput;
 use sandbox::{Limiter, RuntimeConfig};
 use state::PluginState;
 use std::collections::HashMap;
@@ -25,7 +27,6 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 /// What went wrong running a plugin; each maps to a stable error `type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +37,12 @@ pub enum FailureKind {
     MemoryLimit,
     /// The guest's stack overflowed (`plugin-stack-overflow`).
     StackOverflow,
+    /// The instruction budget ran out (`plugin-out-of-fuel`).
+    OutOfFuel,
     /// Any other trap: a panic, `unreachable`, a bad memory access (`plugin-trap`).
     Trap,
+    /// The answer is larger than `max_response_bytes` (`plugin-response-too-large`).
+    ResponseTooLarge,
     /// The plugin answered something that is not a valid response (`plugin-bad-result`).
     BadResult,
     /// No instance slot became free in time (`plugin-busy`).
@@ -51,7 +56,7 @@ pub enum FailureKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginFailure {
     pub kind: FailureKind,
-    pub plugin: PluginIdent,
+    pub plugin: Arc<PluginIdent>,
     /// What happened, for the error body's `detail` and the log.
     pub cause: String,
 }
@@ -72,13 +77,24 @@ pub struct PluginRuntime {
     compiled: Mutex<HashMap<String, Component>>,
     slots: Semaphore,
     queue_timeout: Duration,
+    /// The settings the runtime was built with.
+    config: RuntimeConfig,
+    /// Whether the engine meters fuel.
+    fuel: bool,
+    /// Runaway calls take turns on this one permit (see [`RuntimeConfig::runaway_after_ms`]).
+    slow_lane: Arc<Semaphore>,
+    /// Epoch ticks of guest execution after which a call is a runaway.
+    runaway_ticks: u64,
+    /// How long a runaway pauses, holding the slow lane, between slices of one tick.
+    runaway_pause: Duration,
 }
 
 impl PluginRuntime {
     /// Builds the engine and linker and starts the epoch ticker.
     pub fn new(rt: &RuntimeConfig) -> anyhow::Result<Arc<Self>> {
         let engine = engine::build(rt)?;
-        engine::start_ticker(&engine, Duration::from_millis(rt.epoch_tick_ms.max(1)))?;
+        let tick = Duration::from_millis(rt.epoch_tick_ms.max(1));
+        engine::start_ticker(&engine, tick)?;
         let mut linker = Linker::new(&engine);
         // WASI with an empty context: no files, env, args or sockets. Guests built by
         // standard toolchains import it for stdio, clocks and randomness.
@@ -90,7 +106,17 @@ impl PluginRuntime {
             compiled: Mutex::default(),
             slots: Semaphore::new(rt.max_instances.max(1) as usize),
             queue_timeout: Duration::from_millis(rt.queue_timeout_ms),
+            fuel: rt.fuel,
+            config: *rt,
+            slow_lane: Arc::new(Semaphore::new(1)),
+            runaway_ticks: (rt.runaway_after_ms / tick.as_millis().max(1) as u64).max(1),
+            runaway_pause: tick * (100 / u32::from(rt.runaway_share_percent.clamp(1, 100))),
         }))
+    }
+
+    /// The settings the runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
     }
 
     pub fn engine(&self) -> &Engine {
@@ -175,67 +201,137 @@ impl PluginRuntime {
         request_id: &str,
         call: impl AsyncFnOnce(&mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginFailure> {
-        let _permit = tokio::time::timeout(self.queue_timeout, self.slots.acquire())
+        // The plugin's own bound first, so that one busy tenant queues on its own slots and
+        // never takes the whole pool.
+        let queued = Instant::now();
+        let busy = |what: &str| {
+            failure(
+                plugin,
+                FailureKind::Busy,
+                format!(
+                    "no {what} became free within {} ms",
+                    self.queue_timeout.as_millis()
+                ),
+            )
+        };
+        let _plugin_permit = tokio::time::timeout(self.queue_timeout, plugin.slots.acquire())
             .await
             .ok()
             .and_then(Result::ok)
-            .ok_or_else(|| {
-                failure(
-                    plugin,
-                    FailureKind::Busy,
-                    format!(
-                        "no instance slot became free within {} ms",
-                        self.queue_timeout.as_millis()
-                    ),
-                )
-            })?;
+            .ok_or_else(|| busy("slot of this plugin"))?;
+        let left = self.queue_timeout.saturating_sub(queued.elapsed());
+        let _permit = tokio::time::timeout(left, self.slots.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| busy("instance slot"))?;
         let limits = plugin.limits;
-        let stdout = MemoryOutputPipe::new(limits.max_log_bytes);
-        let stderr = MemoryOutputPipe::new(limits.max_log_bytes);
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .build();
-        let state = PluginState {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: Limiter::new(&limits),
-            ident: plugin.ident.clone(),
-            request_id: Arc::from(request_id),
-            config: plugin.config.clone(),
-            stdout,
-            stderr,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
         let deadline = Instant::now() + limits.timeout();
-        // Checked at every epoch tick: past the deadline the guest traps with
-        // `Trap::Interrupt`; before it, the guest yields so that a CPU-bound plugin never
-        // holds a tokio worker for more than one tick.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(Trap::Interrupt.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        let mut store = self.new_store(
+            plugin.ident.clone(),
+            plugin.config.clone(),
+            &limits,
+            request_id,
+            deadline,
+        );
 
+        let started = Instant::now();
         let outcome =
             tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), call(&mut store)).await;
+        let fuel_used = store
+            .data()
+            .fuel_granted
+            .and_then(|granted| Some(granted - store.get_fuel().ok()?));
         let state = store.data();
         flush_output(state);
+        tracing::debug!(
+            plugin = %plugin.ident,
+            request_id,
+            micros = started.elapsed().as_micros() as u64,
+            fuel_used,
+            "plugin call finished"
+        );
         match outcome {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(err)) => Err(classify(plugin, state, &err)),
+            Ok(Err(err)) => Err(classify(&plugin.ident, &limits, state, &err)),
             Err(_elapsed) => Err(failure(
                 plugin,
                 FailureKind::Timeout,
                 format!("timed out after {} ms", limits.timeout_ms),
             )),
         }
+    }
+
+    /// A `Store` for one call, with everything the sandbox enforces: an empty WASI context
+    /// with captured output, the memory/table limiter, the fuel budget, and the epoch
+    /// callback that enforces `deadline` and throttles runaways.
+    pub fn new_store(
+        &self,
+        ident: Arc<PluginIdent>,
+        config: Arc<HashMap<String, String>>,
+        limits: &sandbox::Limits,
+        request_id: &str,
+        deadline: Instant,
+    ) -> Store<PluginState> {
+        let output = GuestOutput::new(limits.max_log_bytes);
+        let wasi = WasiCtx::builder()
+            .stdout(output.stream(0))
+            .stderr(output.stream(1))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        let state = PluginState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter::new(limits),
+            ident,
+            request_id: Arc::from(request_id),
+            config,
+            output,
+            fuel_granted: None,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        if self.fuel {
+            let granted = limits.max_fuel.unwrap_or(u64::MAX);
+            // Only fails when the engine does not meter fuel, checked just above.
+            if store.set_fuel(granted).is_ok() {
+                store.data_mut().fuel_granted = Some(granted);
+            }
+        }
+        // Called at every epoch tick the guest spends executing Wasm:
+        // - past the deadline the guest traps with `Trap::Interrupt`;
+        // - before it, the guest yields, so it never holds a tokio worker for more than one
+        //   tick;
+        // - after `runaway_ticks` ticks it is a runaway: each further tick first waits its
+        //   turn on the slow lane and pauses there, so that all runaways together use at
+        //   most `runaway_share_percent` of one core.
+        let (slow_lane, runaway_ticks, pause) = (
+            self.slow_lane.clone(),
+            self.runaway_ticks,
+            self.runaway_pause,
+        );
+        let mut ticks = 0u64;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                return Err(Trap::Interrupt.into());
+            }
+            ticks += 1;
+            if ticks <= runaway_ticks {
+                return Ok(UpdateDeadline::Yield(1));
+            }
+            let lane = slow_lane.clone();
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    if let Ok(_turn) = lane.acquire_owned().await {
+                        tokio::time::sleep(pause).await;
+                    }
+                }),
+            ))
+        });
+        store
     }
 }
 
@@ -249,20 +345,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A guest stuck outside Wasm code (none of today's host services can block) is still
 /// bounded: the whole call is abandoned this long after its deadline.
-const DEADLINE_GRACE: Duration = Duration::from_millis(50);
+const DEADLINE_GRACE: Duration = Duration::from_millis(20);
 
 fn failure(plugin: &LoadedPlugin, kind: FailureKind, cause: impl Into<String>) -> PluginFailure {
     PluginFailure {
         kind,
-        plugin: (*plugin.ident).clone(),
+        plugin: plugin.ident.clone(),
         cause: cause.into(),
     }
 }
 
 /// Sorts a failed call into a [`FailureKind`] and logs the guest's backtrace.
-fn classify(plugin: &LoadedPlugin, state: &PluginState, err: &wasmtime::Error) -> PluginFailure {
+fn classify(
+    ident: &Arc<PluginIdent>,
+    limits: &sandbox::Limits,
+    state: &PluginState,
+    err: &wasmtime::Error,
+) -> PluginFailure {
     tracing::warn!(
-        plugin = %plugin.ident,
+        plugin = %ident,
         request_id = &*state.request_id,
         "plugin call failed: {err:?}"
     );
@@ -271,15 +372,27 @@ fn classify(plugin: &LoadedPlugin, state: &PluginState, err: &wasmtime::Error) -
         (Some(hit), _) => (FailureKind::MemoryLimit, hit.clone()),
         (None, Some(Trap::Interrupt)) => (
             FailureKind::Timeout,
-            format!("timed out after {} ms", plugin.limits.timeout_ms),
+            format!("timed out after {} ms", limits.timeout_ms),
         ),
-        (None, Some(Trap::StackOverflow)) => {
-            (FailureKind::StackOverflow, "stack overflow".to_string())
-        }
+        (None, Some(Trap::StackOverflow)) => (
+            FailureKind::StackOverflow,
+            "overflowed its Wasm stack".to_string(),
+        ),
+        (None, Some(Trap::OutOfFuel)) => (
+            FailureKind::OutOfFuel,
+            format!(
+                "ran out of fuel (budget {})",
+                state.fuel_granted.unwrap_or_default()
+            ),
+        ),
         (None, Some(trap)) => (FailureKind::Trap, format!("trapped: {trap}")),
         (None, None) => (FailureKind::Trap, format!("failed: {}", root_cause(err))),
     };
-    failure(plugin, kind, cause)
+    PluginFailure {
+        kind,
+        plugin: ident.clone(),
+        cause,
+    }
 }
 
 fn root_cause(err: &wasmtime::Error) -> String {
@@ -289,20 +402,137 @@ fn root_cause(err: &wasmtime::Error) -> String {
         .unwrap_or_else(|| err.to_string())
 }
 
-/// Logs what the guest wrote to stdout and stderr, one line per log event.
+/// Logs what the guest wrote, one log event per line, tagged with plugin, version and
+/// request id.
 fn flush_output(state: &PluginState) {
-    for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
-        let bytes = pipe.contents();
-        if bytes.is_empty() {
-            continue;
+    let (lines, dropped) = state.output.take();
+    let (plugin, request_id) = (&state.ident, &*state.request_id);
+    for line in lines {
+        let text = line.text;
+        match line.source {
+            "error" => tracing::error!(plugin = %plugin, request_id, "{text}"),
+            "warn" => tracing::warn!(plugin = %plugin, request_id, "{text}"),
+            "debug" => tracing::debug!(plugin = %plugin, request_id, "{text}"),
+            "trace" => tracing::trace!(plugin = %plugin, request_id, "{text}"),
+            source => tracing::info!(plugin = %plugin, request_id, source, "{text}"),
         }
-        for line in String::from_utf8_lossy(&bytes).lines() {
-            tracing::info!(
-                plugin = %state.ident,
-                request_id = &*state.request_id,
-                stream,
-                "{line}"
-            );
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            plugin = %plugin,
+            request_id,
+            dropped_bytes = dropped,
+            "plugin output over its max_log_bytes was dropped"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine's limits on inline WAT: no build step, the same `Store` setup as a
+    //! plugin call.
+    use super::*;
+    use sandbox::Limits;
+
+    fn runtime(fuel: bool) -> Arc<PluginRuntime> {
+        PluginRuntime::new(&RuntimeConfig {
+            max_instances: 4,
+            fuel,
+            ..RuntimeConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// Runs the module's exported `run` in a plugin store; the failure as classified.
+    async fn run(rt: &PluginRuntime, wat: &str, limits: Limits) -> Result<(), PluginFailure> {
+        let ident = Arc::new(PluginIdent {
+            name: "wat".into(),
+            version: "sha256:0".into(),
+        });
+        let module = wasmtime::Module::new(rt.engine(), wat::parse_str(wat).unwrap()).unwrap();
+        let deadline = Instant::now() + limits.timeout();
+        let mut store = rt.new_store(ident.clone(), Arc::default(), &limits, "t", deadline);
+        let linker = wasmtime::Linker::new(rt.engine());
+        let result = async {
+            let instance = linker.instantiate_async(&mut store, &module).await?;
+            let run = instance.get_typed_func::<(), ()>(&mut store, "run")?;
+            run.call_async(&mut store, ()).await
         }
+        .await;
+        result.map_err(|e| classify(&ident, &limits, store.data(), &e))
+    }
+
+    fn limits(timeout_ms: u64) -> Limits {
+        Limits {
+            timeout_ms,
+            ..Limits::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_infinite_loop_is_interrupted_at_the_deadline() {
+        let rt = runtime(false);
+        let err = run(
+            &rt,
+            r#"(module (func (export "run") (loop (br 0))))"#,
+            limits(50),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Timeout);
+        assert_eq!(err.cause, "timed out after 50 ms");
+    }
+
+    #[tokio::test]
+    async fn a_memory_bomb_is_refused_and_reported_as_the_memory_limit() {
+        let rt = runtime(false);
+        let wat = r#"(module (memory 1)
+            (func (export "run")
+              (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+              unreachable))"#;
+        let capped = Limits {
+            max_memory_bytes: 4 << 20,
+            ..limits(1000)
+        };
+        let err = run(&rt, wat, capped).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::MemoryLimit);
+        assert!(err.cause.contains("limit 4194304"), "{}", err.cause);
+    }
+
+    #[tokio::test]
+    async fn unbounded_recursion_overflows_the_stack() {
+        let rt = runtime(false);
+        let wat = r#"(module (func $f (export "run") (call $f)))"#;
+        let err = run(&rt, wat, limits(1000)).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::StackOverflow);
+    }
+
+    #[tokio::test]
+    async fn unreachable_is_a_trap() {
+        let rt = runtime(false);
+        let wat = r#"(module (func (export "run") unreachable))"#;
+        let err = run(&rt, wat, limits(1000)).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::Trap);
+        assert!(err.cause.contains("unreachable"), "{}", err.cause);
+    }
+
+    #[tokio::test]
+    async fn fuel_stops_a_loop_before_the_deadline() {
+        let rt = runtime(true);
+        let budget = Limits {
+            max_fuel: Some(10_000),
+            ..limits(10_000)
+        };
+        let wat = r#"(module (func (export "run") (loop (br 0))))"#;
+        let err = run(&rt, wat, budget).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::OutOfFuel);
+        assert!(err.cause.contains("budget 10000"), "{}", err.cause);
+    }
+
+    #[tokio::test]
+    async fn a_well_behaved_module_finishes() {
+        let rt = runtime(true);
+        let wat = r#"(module (func (export "run")))"#;
+        assert!(run(&rt, wat, limits(1000)).await.is_ok());
     }
 }

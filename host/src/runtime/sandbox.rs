@@ -8,7 +8,7 @@ use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimi
 
 /// Per-plugin limits (`[plugins.NAME]` in the config). Every field has a default.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Limits {
     /// Wall-clock budget of one call, instantiation included. Default 500 ms: a booking
     /// rule decides in microseconds, and ServiceMobility waits on us.
@@ -18,9 +18,21 @@ pub struct Limits {
     pub max_memory_bytes: u64,
     /// Maximum elements of one table. Default 20,000 (funcref tables of large guests).
     pub max_table_elements: usize,
-    /// Bytes a call may write to stdout and stderr together; more traps the call.
-    /// Default 64 KiB.
+    /// Bytes a call may write to stdout, stderr and the log service together; the rest
+    /// is dropped (and counted), never an error. Default 64 KiB.
     pub max_log_bytes: usize,
+    /// Largest answer (encoded JSON) a call may return; larger is `plugin-response-too-large`.
+    /// Default 1 MiB: a Book Job Response is a few hundred bytes.
+    pub max_response_bytes: usize,
+    /// Instruction budget of one call, in wasmtime fuel units (about one per Wasm
+    /// instruction); exhausting it is `plugin-out-of-fuel`. Deterministic, unlike the
+    /// deadline. Needs `[runtime] fuel = true`. Default: none (the deadline alone bounds
+    /// CPU).
+    pub max_fuel: Option<u64>,
+    /// Calls of this plugin that may run at once; more wait up to `queue_timeout_ms`, then
+    /// get `plugin-busy`. Default 32: enough to keep two cores busy with a plugin that
+    /// waits on I/O, few enough that one tenant cannot take every instance slot.
+    pub max_concurrency: u32,
 }
 
 impl Default for Limits {
@@ -30,6 +42,9 @@ impl Default for Limits {
             max_memory_bytes: 64 << 20,
             max_table_elements: 20_000,
             max_log_bytes: 64 << 10,
+            max_response_bytes: 1 << 20,
+            max_fuel: None,
+            max_concurrency: 32,
         }
     }
 }
@@ -57,6 +72,19 @@ pub struct RuntimeConfig {
     /// Upper bound for any plugin's `max_memory_bytes` (the pool's slot size).
     /// Default 256 MiB.
     pub max_memory_bytes: u64,
+    /// Wasm stack of one call, for every plugin (wasmtime sets it per engine); deeper
+    /// recursion is `plugin-stack-overflow`. Default 512 KiB, wasmtime's own default.
+    pub max_wasm_stack_bytes: usize,
+    /// Guest CPU time after which a call counts as a runaway and is throttled. A booking
+    /// rule decides in microseconds; past this it only competes with well-behaved calls.
+    /// Default 100 ms.
+    pub runaway_after_ms: u64,
+    /// CPU share of one core that all runaway calls together may use (percent, 1–100).
+    /// Default 10: a looping plugin cannot slow the others by more than that.
+    pub runaway_share_percent: u8,
+    /// Meter fuel, so that plugins may have a `max_fuel` budget. Costs every plugin about a
+    /// third more CPU (measured), so it is off by default.
+    pub fuel: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -66,6 +94,10 @@ impl Default for RuntimeConfig {
             queue_timeout_ms: 1000,
             epoch_tick_ms: 10,
             max_memory_bytes: 256 << 20,
+            max_wasm_stack_bytes: 512 << 10,
+            runaway_after_ms: 100,
+            runaway_share_percent: 10,
+            fuel: false,
         }
     }
 }

@@ -1,12 +1,12 @@
 //! The per-`Store` state: everything one request's instance can reach. A new one is made
 //! for every call and dropped with the instance, so nothing leaks between bookings.
 
+use super::output::GuestOutput;
 use super::sandbox::Limiter;
 use crate::plugin::PluginIdent;
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// The `T` of `Store<T>` for plugin calls.
@@ -19,9 +19,10 @@ pub struct PluginState {
     pub request_id: Arc<str>,
     /// The operator's `[plugins.NAME.config]` values.
     pub config: Arc<HashMap<String, String>>,
-    /// What the guest wrote to stdout and stderr, logged after the call.
-    pub stdout: MemoryOutputPipe,
-    pub stderr: MemoryOutputPipe,
+    /// What the guest wrote (stdout, stderr, log service), logged after the call.
+    pub output: GuestOutput,
+    /// The fuel the call started with, when fuel metering is on.
+    pub fuel_granted: Option<u64>,
 }
 
 impl WasiView for PluginState {

@@ -21,6 +21,7 @@ use output::GuestOutput;
 use sandbox::{Limiter, RuntimeConfig};
 use state::PluginState;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -83,6 +84,8 @@ pub struct PluginRuntime {
     fuel: bool,
     /// Runaway calls take turns on this one permit (see [`RuntimeConfig::runaway_after_ms`]).
     slow_lane: Arc<Semaphore>,
+    /// Calls started so far: a runaway is throttled only if another call started after it.
+    starts: Arc<AtomicU64>,
     /// Epoch ticks of guest execution after which a call is a runaway.
     runaway_ticks: u64,
     /// How long a runaway pauses, holding the slow lane, between slices of one tick.
@@ -109,6 +112,7 @@ impl PluginRuntime {
             fuel: rt.fuel,
             config: *rt,
             slow_lane: Arc::new(Semaphore::new(1)),
+            starts: Arc::default(),
             runaway_ticks: (rt.runaway_after_ms / tick.as_millis().max(1) as u64).max(1),
             runaway_pause: tick * (100 / u32::from(rt.runaway_share_percent.clamp(1, 100))),
         }))
@@ -303,14 +307,18 @@ impl PluginRuntime {
         // - past the deadline the guest traps with `Trap::Interrupt`;
         // - before it, the guest yields, so it never holds a tokio worker for more than one
         //   tick;
-        // - after `runaway_ticks` ticks it is a runaway: each further tick first waits its
-        //   turn on the slow lane and pauses there, so that all runaways together use at
-        //   most `runaway_share_percent` of one core.
-        let (slow_lane, runaway_ticks, pause) = (
+        // - after `runaway_ticks` ticks it is a runaway: once another call has started
+        //   since it began, each further tick first waits its turn on the slow lane and
+        //   pauses there, so that all runaways together use at most
+        //   `runaway_share_percent` of one core. A runaway nobody waits behind runs at full
+        //   speed.
+        let (slow_lane, runaway_ticks, pause, starts) = (
             self.slow_lane.clone(),
             self.runaway_ticks,
             self.runaway_pause,
+            self.starts.clone(),
         );
+        let me = starts.fetch_add(1, Ordering::Relaxed) + 1;
         let mut ticks = 0u64;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
@@ -318,8 +326,14 @@ impl PluginRuntime {
                 return Err(Trap::Interrupt.into());
             }
             ticks += 1;
-            if ticks <= runaway_ticks {
-                return Ok(UpdateDeadline::Yield(1));
+            if ticks <= runaway_ticks || starts.load(Ordering::Relaxed) == me {
+                // tokio's own yield lets the worker poll its I/O and timers before resuming
+                // the guest; wasmtime's plain `Yield` reschedules at once, so a worker busy
+                // with yielding guests would look at the network only every 61 polls.
+                return Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ));
             }
             let lane = slow_lane.clone();
             Ok(UpdateDeadline::YieldCustom(

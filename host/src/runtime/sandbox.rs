@@ -66,8 +66,9 @@ pub struct RuntimeConfig {
     /// How long a request may wait for a free instance slot before it is refused with
     /// `plugin-busy`. Default 1000 ms.
     pub queue_timeout_ms: u64,
-    /// Epoch tick. Deadlines are checked, and runaway guests yield to other requests, at
-    /// this period. Default 10 ms.
+    /// Epoch tick. Deadlines are checked, and running guests yield to other requests, at
+    /// this period. Default 2 ms: the ticker costs nothing measurable, and a finer tick
+    /// bounds how long a looping plugin runs before it is throttled.
     pub epoch_tick_ms: u64,
     /// Upper bound for any plugin's `max_memory_bytes` (the pool's slot size).
     /// Default 256 MiB.
@@ -75,12 +76,14 @@ pub struct RuntimeConfig {
     /// Wasm stack of one call, for every plugin (wasmtime sets it per engine); deeper
     /// recursion is `plugin-stack-overflow`. Default 512 KiB, wasmtime's own default.
     pub max_wasm_stack_bytes: usize,
-    /// Guest CPU time after which a call counts as a runaway and is throttled. A booking
-    /// rule decides in microseconds; past this it only competes with well-behaved calls.
-    /// Default 100 ms.
+    /// Guest CPU time after which a call counts as a runaway, throttled while other calls
+    /// arrive. A booking rule decides in microseconds; past this it would only take CPU
+    /// from well-behaved calls. Default 4 ms (two ticks). Raise it on hosts serving plugins
+    /// that legitimately compute longer (interpreted JavaScript or Python rules).
     pub runaway_after_ms: u64,
-    /// CPU share of one core that all runaway calls together may use (percent, 1–100).
-    /// Default 10: a looping plugin cannot slow the others by more than that.
+    /// CPU share of one core that all runaway calls together may use while other calls are
+    /// in flight (percent, 1–100). Default 5: looping plugins cannot slow the others by
+    /// more than that, plus their first tick.
     pub runaway_share_percent: u8,
     /// Meter fuel, so that plugins may have a `max_fuel` budget. Costs every plugin about a
     /// third more CPU (measured), so it is off by default.
@@ -92,11 +95,11 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             max_instances: 256,
             queue_timeout_ms: 1000,
-            epoch_tick_ms: 10,
+            epoch_tick_ms: 2,
             max_memory_bytes: 256 << 20,
             max_wasm_stack_bytes: 512 << 10,
-            runaway_after_ms: 100,
-            runaway_share_percent: 10,
+            runaway_after_ms: 4,
+            runaway_share_percent: 5,
             fuel: false,
         }
     }
@@ -121,9 +124,11 @@ pub fn pooling(rt: &RuntimeConfig) -> InstanceAllocationStrategy {
         .max_memory_size(usize::try_from(rt.max_memory_bytes).unwrap_or(usize::MAX))
         // Measured on this kind of machine: resetting memory with pagemap_scan and keeping
         // the first pages resident instead of decommitting them quadruples throughput
-        // (10.5k → 45k req/s) for a fresh instance per request.
+        // (10.5k → 45k req/s) for a fresh instance per request. 2 MiB covers what a booking
+        // guest touches (~1.2 MiB); more would keep every slot a memory bomb ever used
+        // resident (256 slots × 16 MiB = 4 GiB).
         .pagemap_scan(wasmtime::Enabled::Auto)
-        .linear_memory_keep_resident(16 << 20)
+        .linear_memory_keep_resident(2 << 20)
         .table_keep_resident(64 << 10);
     InstanceAllocationStrategy::Pooling(pool)
 }

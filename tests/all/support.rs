@@ -56,14 +56,14 @@ pub const HUGE_RESPONSE_TIMEOUT_MS: u64 = 10_000;
 fn hostile_config() -> String {
     let mut text = String::new();
     for behaviour in HOSTILE {
-        // The 50 MB answer needs room to be built; the default 64 MiB would stop it first.
-        let memory = if *behaviour == "huge-response" {
-            128 << 20
-        } else {
-            64 << 20
+        // The 50 MB answer needs room to be built (the default 64 MiB would stop it first)
+        // and time: building, copying and measuring 50 MB takes a few hundred ms.
+        let (memory, timeout) = match *behaviour {
+            "huge-response" => (128 << 20, HUGE_RESPONSE_TIMEOUT_MS),
+            _ => (64 << 20, HOSTILE_TIMEOUT_MS),
         };
         text.push_str(&format!(
-            "[plugins.hostile-{behaviour}]\npath = {:?}\ntimeout_ms = {HOSTILE_TIMEOUT_MS}\n\
+            "[plugins.hostile-{behaviour}]\npath = {:?}\ntimeout_ms = {timeout}\n\
              max_memory_bytes = {memory}\n[plugins.hostile-{behaviour}.config]\n\
              behaviour = {behaviour:?}\n\
              [[routes]]\npath = \"/hostile/{behaviour}/{{0}}\"\nkind = \"book-job\"\n\

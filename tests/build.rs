@@ -15,6 +15,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("looper-guest", "looper_guest", "LOOPER"),
     ("echo-guest", "echo_guest", "ECHO"),
     ("hostile-guest", "hostile_guest", "HOSTILE"),
+    ("http-caller-guest", "http_caller_guest", "HTTP_CALLER"),
 ];
 
 fn main() {

@@ -5,6 +5,6 @@
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
-    /// Every guest, so that a new one cannot be left without a test.
+    /// Every guest the host loads; `HTTP_CALLER` is the one it must refuse.
     pub const ALL: &[&str] = &[CAPACITY_BOOKER, TRAP, LOOPER, ECHO, HOSTILE];
 }

@@ -87,3 +87,18 @@ fn a_missing_component_file_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn a_plugin_calling_an_ungranted_host_is_refused_before_it_runs() {
+    // No plugin is granted outbound HTTP: a component that imports it does not load, so
+    // it can never reach any host.
+    let bytes = std::fs::read(guests::HTTP_CALLER).unwrap();
+    let err = load(&bytes).unwrap_err();
+    assert!(matches!(err, LoadError::Link(..)), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("imports instance `wasi:http/"),
+        "{message}"
+    );
+    assert!(message.contains("plugin candidate@sha256:"), "{message}");
+}

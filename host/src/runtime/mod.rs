@@ -421,7 +421,7 @@ fn root_cause(err: &wasmtime::Error) -> String {
 fn flush_output(state: &PluginState) {
     let (lines, dropped) = state.output.take();
     let (plugin, request_id) = (&state.ident, &*state.request_id);
-    for line in lines {
+    for line in lines.into_iter().filter(|l| !l.text.trim().is_empty()) {
         let text = line.text;
         match line.source {
             "error" => tracing::error!(plugin = %plugin, request_id, "{text}"),

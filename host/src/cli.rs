@@ -29,13 +29,94 @@ pub enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Print an HS256 token for local testing, signed with the secret in an environment
+    /// variable (the same one `[token] secret_env` names).
+    Token {
+        /// Environment variable holding the secret.
+        #[arg(long)]
+        secret_env: String,
+        /// Lifetime: seconds, or a number with s, m, h or d (default 1h).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// `name` claim.
+        #[arg(long)]
+        name: Option<String>,
+        /// `email` claim.
+        #[arg(long)]
+        email: Option<String>,
+        /// `iss` claim.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// `aud` claim.
+        #[arg(long)]
+        audience: Option<String>,
+    },
 }
 
 /// Runs the command line.
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, listen } => serve(config, listen).await,
+        Command::Token {
+            secret_env,
+            ttl,
+            name,
+            email,
+            issuer,
+            audience,
+        } => {
+            let secret = std::env::var(&secret_env).unwrap_or_default();
+            anyhow::ensure!(
+                !secret.is_empty(),
+                "environment variable {secret_env} is unset or empty"
+            );
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let mut claims = serde_json::json!({
+                "iat": now,
+                "exp": now + parse_ttl(&ttl)?,
+            });
+            for (key, value) in [
+                ("name", name),
+                ("email", email),
+                ("iss", issuer),
+                ("aud", audience),
+            ] {
+                if let Some(v) = value {
+                    claims[key] = serde_json::Value::String(v);
+                }
+            }
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            )?;
+            println!("{token}");
+            Ok(())
+        }
     }
+}
+
+/// `3600`, `90s`, `30m`, `1h`, `2d` → seconds.
+pub fn parse_ttl(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--ttl {text:?}: expected e.g. 3600, 90s, 30m, 1h or 2d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => anyhow::bail!("--ttl {text:?}: the unit must be s, m, h or d"),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| anyhow::anyhow!("--ttl {text:?} is too long"))
 }
 
 async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
@@ -96,4 +177,21 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn ttls_accept_plain_seconds_and_units() {
+        assert_eq!(parse_ttl("3600").unwrap(), 3600);
+        assert_eq!(parse_ttl("90s").unwrap(), 90);
+        assert_eq!(parse_ttl("30m").unwrap(), 1800);
+        assert_eq!(parse_ttl("1h").unwrap(), 3600);
+        assert_eq!(parse_ttl("2d").unwrap(), 172_800);
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("h").is_err());
+        assert!(parse_ttl("99999999999999999999d").is_err());
+    }
 }

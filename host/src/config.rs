@@ -55,6 +55,9 @@ pub struct RouteConfig {
     pub kind: RouteKind,
     /// Name of the plugin (a key of `[plugins]`) that serves the route.
     pub plugin: String,
+    /// How this route checks `x-access-token`, replacing the global `[token]` (e.g. a
+    /// tenant with its own secret).
+    pub token: Option<TokenConfig>,
 }
 
 fn default_listen() -> SocketAddr {

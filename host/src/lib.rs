@@ -22,7 +22,7 @@ pub mod runtime;
 
 use crate::config::Config;
 use crate::error::StatusMode;
-use crate::http::auth::TokenConfig;
+use crate::http::auth::TokenPolicy;
 use crate::http::routes::{Route, RouteKind, RouteTable};
 use crate::plugin::LoadedPlugin;
 use crate::runtime::PluginRuntime;
@@ -39,7 +39,6 @@ pub struct App {
     pub routes: RouteTable,
     plugins: HashMap<String, Arc<LoadedPlugin>>,
     pub status_mode: StatusMode,
-    pub token: TokenConfig,
     pub max_body_bytes: usize,
     pub metrics: metrics::Metrics,
 }
@@ -99,8 +98,10 @@ impl App {
                 );
             }
             let name = r.name.clone().unwrap_or_else(|| r.path.clone());
+            let token = TokenPolicy::new(r.token.as_ref().unwrap_or(&config.token))
+                .with_context(|| format!("route {}", r.path))?;
             routes.push(
-                Route::new(name, &r.path, r.kind, r.plugin.clone())
+                Route::new(name, &r.path, r.kind, r.plugin.clone(), token)
                     .with_context(|| format!("route {}", r.path))?,
             );
         }
@@ -109,7 +110,6 @@ impl App {
             routes: RouteTable::new(routes),
             plugins,
             status_mode: config.status_mode,
-            token: config.token.clone(),
             max_body_bytes: config.max_body_bytes,
             metrics: metrics::Metrics::default(),
         })

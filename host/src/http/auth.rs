@@ -1,8 +1,9 @@
 //! The `x-access-token` check. ServiceMobility forwards the JWT that authorised its own
 //! API call; it has already validated it, so the default mode only decodes it: three
 //! base64url segments, a JSON header naming HS256, a JSON payload with an `exp` in the
-//! future (within a leeway). Every failure is 401 "Invalid Logon"; the reason goes to the
-//! log and the body, never the token itself.
+//! future (within a leeway). `verify` mode also checks the HS256 signature with a shared
+//! secret, `nbf`, and optionally `iss`, `aud` and required claims. Every failure is 401
+//! "Invalid Logon"; the reason goes to the log and the body, never the token itself.
 
 use crate::contract::types::TokenClaims;
 use crate::error::{ApiError, ErrorKind};
@@ -16,10 +17,19 @@ use serde_json::Value;
 #[serde(deny_unknown_fields, default)]
 pub struct TokenConfig {
     pub mode: TokenMode,
-    /// Clock skew allowed on `exp`. Default 60 s.
+    /// Clock skew allowed on `exp` and `nbf`. Default 60 s.
     pub leeway_seconds: u64,
     /// Longest token accepted. Default 8 KiB.
     pub max_bytes: usize,
+    /// `verify` mode: the environment variable holding the HS256 secret. Required there;
+    /// the secret itself never appears in the config or the log.
+    pub secret_env: Option<String>,
+    /// `verify` mode: the required `iss`, if any.
+    pub issuer: Option<String>,
+    /// `verify` mode: the required `aud` (one of them, when the token lists several).
+    pub audience: Option<String>,
+    /// `verify` mode: claims that must be present besides `exp`.
+    pub required_claims: Vec<String>,
 }
 
 impl Default for TokenConfig {
@@ -28,6 +38,10 @@ impl Default for TokenConfig {
             mode: TokenMode::Decode,
             leeway_seconds: 60,
             max_bytes: 8 << 10,
+            secret_env: None,
+            issuer: None,
+            audience: None,
+            required_claims: Vec::new(),
         }
     }
 }
@@ -40,6 +54,77 @@ pub enum TokenMode {
     /// Structure, algorithm and `exp` (the default).
     #[default]
     Decode,
+    /// The HS256 signature with the secret from `secret_env`, `exp`, `nbf`, and the
+    /// configured `issuer`, `audience` and `required_claims`.
+    Verify,
+}
+
+/// A [`TokenConfig`] ready to check tokens: the secret read from the environment once.
+#[derive(Clone)]
+pub struct TokenPolicy {
+    pub config: TokenConfig,
+    verifier: Option<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)>,
+}
+
+impl std::fmt::Debug for TokenPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("TokenPolicy")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenPolicy {
+    /// Resolves the secret of `verify` mode from the environment.
+    pub fn new(config: &TokenConfig) -> anyhow::Result<TokenPolicy> {
+        let verifier = match config.mode {
+            TokenMode::Verify => {
+                let var = config
+                    .secret_env
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!("token mode \"verify\" needs secret_env"))?;
+                let secret = std::env::var(var).unwrap_or_default();
+                if secret.is_empty() {
+                    anyhow::bail!(
+                        "token mode \"verify\": environment variable {var} is unset or empty"
+                    );
+                }
+                Some((
+                    jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+                    validation(config),
+                ))
+            }
+            TokenMode::Off | TokenMode::Decode => None,
+        };
+        Ok(TokenPolicy {
+            config: config.clone(),
+            verifier,
+        })
+    }
+}
+
+/// What `verify` mode checks besides the signature. The algorithm is pinned to HS256.
+fn validation(config: &TokenConfig) -> jsonwebtoken::Validation {
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.leeway = config.leeway_seconds;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    let mut required: Vec<&str> = vec!["exp"];
+    required.extend(config.required_claims.iter().map(String::as_str));
+    if let Some(iss) = &config.issuer {
+        v.set_issuer(&[iss]);
+        required.push("iss");
+    }
+    match &config.audience {
+        Some(aud) => {
+            v.set_audience(&[aud]);
+            required.push("aud");
+        }
+        None => v.validate_aud = false,
+    }
+    v.set_required_spec_claims(&required);
+    v
 }
 
 fn refuse(reason: &str) -> ApiError {
@@ -48,10 +133,11 @@ fn refuse(reason: &str) -> ApiError {
 
 /// Checks `token` (the header's value, if any) at `now` (seconds since the Unix epoch).
 pub fn check(
-    config: &TokenConfig,
+    policy: &TokenPolicy,
     token: Option<&[u8]>,
     now: i64,
 ) -> Result<Option<TokenClaims>, ApiError> {
+    let config = &policy.config;
     if config.mode == TokenMode::Off {
         return Ok(None);
     }
@@ -95,6 +181,9 @@ pub fn check(
     if exp.saturating_add(leeway) <= now {
         return Err(refuse("has expired"));
     }
+    if let Some((key, validation)) = &policy.verifier {
+        jsonwebtoken::decode::<Value>(token, key, validation).map_err(|e| refuse(&rejected(&e)))?;
+    }
     let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_string);
     Ok(Some(TokenClaims {
         name: text("name"),
@@ -103,6 +192,21 @@ pub fn check(
         iat: map.get("iat").and_then(Value::as_i64),
         raw,
     }))
+}
+
+/// Why `verify` mode refused a token, in words that do not repeat the token.
+fn rejected(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidSignature => "signature does not verify".into(),
+        K::ExpiredSignature => "has expired".into(),
+        K::ImmatureSignature => "is not valid yet (nbf)".into(),
+        K::InvalidIssuer => "has the wrong issuer".into(),
+        K::InvalidAudience => "has the wrong audience".into(),
+        K::MissingRequiredClaim(claim) => format!("lacks the required claim {claim}"),
+        K::InvalidAlgorithm => "header must name alg HS256".into(),
+        other => format!("was refused ({other:?})"),
+    }
 }
 
 fn segment_text(segment: &str, what: &str) -> Result<String, ApiError> {
@@ -134,8 +238,12 @@ mod tests {
 
     const NOW: i64 = 1_700_000_000;
 
+    fn policy(config: TokenConfig) -> TokenPolicy {
+        TokenPolicy::new(&config).unwrap()
+    }
+
     fn decode(t: Option<&str>) -> Result<Option<TokenClaims>, ApiError> {
-        check(&TokenConfig::default(), t.map(str::as_bytes), NOW)
+        check(&policy(TokenConfig::default()), t.map(str::as_bytes), NOW)
     }
 
     #[test]
@@ -198,7 +306,26 @@ mod tests {
             leeway_seconds: 0,
             ..TokenConfig::default()
         };
-        assert!(check(&strict, Some(t.as_bytes()), NOW).is_err());
+        assert!(check(&policy(strict), Some(t.as_bytes()), NOW).is_err());
+    }
+
+    #[test]
+    fn verify_mode_needs_its_secret_in_the_environment() {
+        let config = TokenConfig {
+            mode: TokenMode::Verify,
+            secret_env: Some("FOLLOWUP_TEST_SECRET_THAT_IS_NOT_SET".into()),
+            ..TokenConfig::default()
+        };
+        let err = TokenPolicy::new(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("FOLLOWUP_TEST_SECRET_THAT_IS_NOT_SET"),
+            "{err}"
+        );
+        let none = TokenConfig {
+            mode: TokenMode::Verify,
+            ..TokenConfig::default()
+        };
+        assert!(TokenPolicy::new(&none).is_err());
     }
 
     #[test]
@@ -207,6 +334,6 @@ mod tests {
             mode: TokenMode::Off,
             ..TokenConfig::default()
         };
-        assert!(check(&off, None, NOW).unwrap().is_none());
+        assert!(check(&policy(off), None, NOW).unwrap().is_none());
     }
 }

@@ -82,7 +82,7 @@ async fn serve(app: &App, request: Request, request_id: &str) -> Result<Response
         .headers
         .get("x-access-token")
         .map(HeaderValue::as_bytes);
-    let claims = auth::check(&app.token, token, unix_now())?;
+    let claims = auth::check(&route.token, token, unix_now())?;
     check_content_type(&parts.headers)?;
     let body = read_body(body, &parts.headers, app.max_body_bytes).await?;
     let json = parse_json(&body)?;

@@ -1,6 +1,7 @@
 //! Route templates (`/workorders/{0}/followup`) and the table that matches request paths
 //! against them. `{0}` is the WorkOrderID: one whole path segment, percent-decoded.
 
+use super::auth::TokenPolicy;
 use anyhow::bail;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
@@ -105,15 +106,24 @@ pub struct Route {
     pub name: String,
     pub kind: RouteKind,
     pub plugin: String,
+    /// How this route checks `x-access-token`.
+    pub token: TokenPolicy,
     template: Template,
 }
 
 impl Route {
-    pub fn new(name: String, path: &str, kind: RouteKind, plugin: String) -> anyhow::Result<Self> {
+    pub fn new(
+        name: String,
+        path: &str,
+        kind: RouteKind,
+        plugin: String,
+        token: TokenPolicy,
+    ) -> anyhow::Result<Self> {
         Ok(Route {
             name,
             kind,
             plugin,
+            token,
             template: Template::parse(path, kind)?,
         })
     }
@@ -165,14 +175,17 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::auth::TokenConfig;
 
     fn table() -> RouteTable {
+        let token = TokenPolicy::new(&TokenConfig::default()).unwrap();
         RouteTable::new(vec![
             Route::new(
                 "f".into(),
                 "/workorders/{0}/followup",
                 RouteKind::BookJob,
                 "p".into(),
+                token.clone(),
             )
             .unwrap(),
             Route::new(
@@ -180,6 +193,7 @@ mod tests {
                 "/appointments/search",
                 RouteKind::AppointmentSearch,
                 "p".into(),
+                token,
             )
             .unwrap(),
         ])

@@ -8,6 +8,7 @@ pub struct Echo;
 
 impl BookingPlugin for Echo {
     fn book(ctx: RequestContext, job: BookJob) -> Result<BookJobResponse, BookingError> {
+        log::info("echo: booking received");
         if job.order_type.as_deref() == Some("bad-result") {
             return Ok(BookJobResponse {
                 order_num: String::new(),

@@ -4,6 +4,7 @@
 
 use crate::error::StatusMode;
 use crate::http::auth::TokenConfig;
+use crate::http::limits::InputLimits;
 use crate::http::routes::{RouteKind, Template};
 use crate::plugin::manifest::PluginManifest;
 use crate::runtime::sandbox::RuntimeConfig;
@@ -29,6 +30,9 @@ pub struct Config {
     /// Largest request body accepted. Default 1 MiB.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Limits on headers, slow clients and JSON shape.
+    #[serde(default)]
+    pub limits: InputLimits,
     /// How `x-access-token` is checked. Default: `decode`.
     #[serde(default)]
     pub token: TokenConfig,

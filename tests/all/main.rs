@@ -1,7 +1,9 @@
 //! Integration tests: real HTTP against hosts on 127.0.0.1, plugins built from source.
 
 mod contract;
+mod fuzz;
 mod http;
+mod limits;
 mod loading;
 mod sandbox;
 mod support;

@@ -2,14 +2,20 @@
 //! the token, reads and decodes the body, calls the plugin and encodes its answer.
 //!
 //! Strategy, cheapest refusal first, and nothing parsed before it is needed:
-//! 1. route (404) and method (405);
-//! 2. `x-access-token` (401);
-//! 3. `Content-Type` (415), then the body within its size limit (413);
-//! 4. JSON, then the contract's types with the path of every problem (400);
-//! 5. the plugin, in a fresh sandboxed instance;
-//! 6. the plugin's answer, checked against the contract before it leaves (500/502).
+//! 1. header count and size (431);
+//! 2. route (404) and method (405);
+//! 3. `x-access-token` (401);
+//! 4. `Content-Type` (415), then the body within its size limit (413) and time (408);
+//! 5. JSON shape (depth, string length), JSON, then the contract's types with the path of
+//!    every problem (400);
+//! 6. the plugin, in a fresh sandboxed instance;
+//! 7. the plugin's answer, checked against the contract before it leaves (500/502).
+//!
+//! Header reading itself is bounded by hyper (see [`crate::run`]): a client that does not
+//! send its headers within `header_timeout_ms` is disconnected.
 
 pub mod auth;
+pub mod limits;
 pub mod routes;
 
 use crate::App;
@@ -54,6 +60,7 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
 
 async fn serve(app: &App, request: Request, request_id: &str) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
+    app.limits.check_headers(&parts.headers)?;
     let (route, work_order_id) = match app.routes.find(parts.uri.path()) {
         Matched::Route(route, id) => (route, id),
         Matched::BadId(_, reason) => {
@@ -84,8 +91,21 @@ async fn serve(app: &App, request: Request, request_id: &str) -> Result<Response
         .map(HeaderValue::as_bytes);
     let claims = auth::check(&route.token, token, unix_now())?;
     check_content_type(&parts.headers)?;
-    let body = read_body(body, &parts.headers, app.max_body_bytes).await?;
-    let json = parse_json(&body)?;
+    let body = tokio::time::timeout(
+        app.limits.body_timeout(),
+        read_body(body, &parts.headers, app.max_body_bytes),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            ErrorKind::RequestTimeout,
+            format!(
+                "the body did not arrive within {} ms",
+                app.limits.body_timeout_ms
+            ),
+        )
+    })??;
+    let json = parse_body(&body, &app.limits)?;
 
     let plugin = app.plugin(&route.plugin).ok_or_else(|| {
         ApiError::new(
@@ -196,6 +216,14 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
             format!("the body could not be read: {e}"),
         )),
     }
+}
+
+/// Checks the body's shape against `limits`, then parses it as a JSON object. This and
+/// [`contract::decode`] are everything that touches untrusted bytes before a plugin runs
+/// (and what the fuzz target drives).
+pub fn parse_body(body: &[u8], limits: &limits::InputLimits) -> Result<Value, ApiError> {
+    limits.check_json_shape(body)?;
+    parse_json(body)
 }
 
 /// Parses the body as a JSON object, with the position of a syntax error.

@@ -131,6 +131,13 @@ struct BadInput {
     paths: &'static [&'static str],
 }
 
+/// `doc` with its first slot moved to `start`..`end`.
+fn with_slot(doc: &Value, start: &str, end: &str) -> String {
+    let mut doc = doc.clone();
+    doc["TimeConstraints"][0]["Period"] = json!({ "Start": start, "End": end });
+    doc.to_string()
+}
+
 fn bad_inputs() -> Vec<BadInput> {
     let full = example_json("book-job.full.json");
     let minimal = example_json("book-job.minimal.json");
@@ -231,15 +238,10 @@ fn bad_inputs() -> Vec<BadInput> {
         ),
         case(
             "slot in the past",
-            with(
-                serde_json::from_str(&with(
-                    minimal.clone(),
-                    "/TimeConstraints/0/Period/Start",
-                    json!("2024-06-10T13:00:00.000Z"),
-                ))
-                .unwrap(),
-                "/TimeConstraints/0/Period/End",
-                json!("2024-06-10T17:00:00.000Z"),
+            with_slot(
+                &minimal,
+                "2024-06-10T13:00:00.000Z",
+                "2024-06-10T17:00:00.000Z",
             ),
             409,
             "slot-unavailable",
@@ -247,15 +249,10 @@ fn bad_inputs() -> Vec<BadInput> {
         ),
         case(
             "slot on a Saturday",
-            with(
-                serde_json::from_str(&with(
-                    minimal.clone(),
-                    "/TimeConstraints/0/Period/Start",
-                    json!("2024-06-22T13:00:00.000Z"),
-                ))
-                .unwrap(),
-                "/TimeConstraints/0/Period/End",
-                json!("2024-06-22T17:00:00.000Z"),
+            with_slot(
+                &minimal,
+                "2024-06-22T13:00:00.000Z",
+                "2024-06-22T17:00:00.000Z",
             ),
             409,
             "slot-unavailable",

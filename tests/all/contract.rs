@@ -111,3 +111,19 @@ fn an_empty_estimated_delivery_is_accepted() {
     let parts = job.required_parts.unwrap();
     assert_eq!(parts[0].estimated_delivery.as_deref(), Some(""));
 }
+
+#[test]
+fn numbers_round_trip_exactly_in_fields_and_extensions() {
+    // Found by the fuzzer: without exact float parsing, the last digit of a number in an
+    // unknown key changed on the way back.
+    let doc = json!({
+        "RequiredParts": [{ "Qty": 1.1111111111111109e46, "Price": 0.30000000000000004 }],
+        "Reqarts": [{ "Qty": 1.1111111111111109e46 }],
+        "Location": { "Address": { "Lat": 38.933_900_000_000_01 } },
+    });
+    let text = doc.to_string();
+    let parsed: Value = serde_json::from_str(&text).unwrap();
+    let job = decode::<BookJob>(&parsed).unwrap();
+    let back = encode::<BookJob>(&job).unwrap();
+    assert_eq!(back.to_string(), text);
+}

@@ -37,7 +37,8 @@ use tokio::net::TcpListener;
 pub struct App {
     pub runtime: Arc<PluginRuntime>,
     pub routes: RouteTable,
-    plugins: HashMap<String, Arc<LoadedPlugin>>,
+    /// The version serving each plugin name (hot-swappable).
+    pub plugins: plugin::registry::Registry,
     pub status_mode: StatusMode,
     pub max_body_bytes: usize,
     pub limits: http::limits::InputLimits,
@@ -109,7 +110,7 @@ impl App {
         Ok(App {
             runtime,
             routes: RouteTable::new(routes),
-            plugins,
+            plugins: plugin::registry::Registry::new(plugins),
             status_mode: config.status_mode,
             max_body_bytes: config.max_body_bytes,
             limits: config.limits,
@@ -117,9 +118,9 @@ impl App {
         })
     }
 
-    /// The plugin currently serving `name`.
+    /// The plugin version currently serving `name`.
     pub fn plugin(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
-        self.plugins.get(name).cloned()
+        self.plugins.get(name)
     }
 }
 

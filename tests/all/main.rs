@@ -2,6 +2,7 @@
 
 mod contract;
 mod fuzz;
+mod hot_swap;
 mod http;
 mod limits;
 mod loading;

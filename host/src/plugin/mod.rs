@@ -2,6 +2,7 @@
 
 pub mod loader;
 pub mod manifest;
+pub mod registry;
 
 use crate::runtime::bindings::{appointments, followup};
 use crate::runtime::sandbox::Limits;

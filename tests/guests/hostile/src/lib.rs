@@ -86,6 +86,16 @@ impl BookingPlugin for Hostile {
                     Err(e) => seen(format!("denied: {e}")),
                 }
             }
+            // Not hostile: a slow, well-behaved rule, for hot-swap tests.
+            "slow" => {
+                let millis = config::get_or("sleep_ms", 300u64);
+                std::thread::sleep(std::time::Duration::from_millis(millis));
+                let tag = config::get("tag").unwrap_or_default();
+                Ok(BookJobResponse {
+                    order_num: format!("SLOW-{tag}"),
+                    ordered_parts: vec![],
+                })
+            }
             other => seen(format!("unknown behaviour {other:?}")),
         }
     }

@@ -24,13 +24,13 @@ use crate::config::Config;
 use crate::error::StatusMode;
 use crate::http::auth::TokenPolicy;
 use crate::http::routes::{Route, RouteKind, RouteTable};
-use crate::plugin::LoadedPlugin;
+use crate::plugin::{LoadedPlugin, PluginIdent};
 use crate::runtime::PluginRuntime;
 use anyhow::{Context, bail};
 use axum::Router;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::net::TcpListener;
 
 /// Everything a request needs, shared by all requests.
@@ -39,6 +39,10 @@ pub struct App {
     pub routes: RouteTable,
     /// The version serving each plugin name (hot-swappable).
     pub plugins: plugin::registry::Registry,
+    /// Limits, config and grants per plugin name; a new version runs under the same.
+    manifests: std::collections::BTreeMap<String, plugin::manifest::PluginManifest>,
+    /// The components each plugin name served before, newest last, for rollback.
+    history: Mutex<HashMap<String, VecDeque<Arc<[u8]>>>>,
     pub status_mode: StatusMode,
     pub max_body_bytes: usize,
     pub limits: http::limits::InputLimits,
@@ -83,22 +87,7 @@ impl App {
         let mut routes = Vec::new();
         for r in &config.routes {
             let plugin = &plugins[&r.plugin];
-            let serves = match r.kind {
-                RouteKind::BookJob => plugin.book.is_some(),
-                RouteKind::AppointmentSearch => plugin.search.is_some(),
-            };
-            if !serves {
-                bail!(
-                    "route {}: plugin {} does not export {}",
-                    r.path,
-                    plugin.ident,
-                    match r.kind {
-                        RouteKind::BookJob => "servicemobility:booking/followup (book)",
-                        RouteKind::AppointmentSearch =>
-                            "servicemobility:booking/appointments (search)",
-                    }
-                );
-            }
+            check_serves(plugin, &r.path, r.kind)?;
             let name = r.name.clone().unwrap_or_else(|| r.path.clone());
             let token = TokenPolicy::new(r.token.as_ref().unwrap_or(&config.token))
                 .with_context(|| format!("route {}", r.path))?;
@@ -111,6 +100,8 @@ impl App {
             runtime,
             routes: RouteTable::new(routes),
             plugins: plugin::registry::Registry::new(plugins),
+            manifests: config.plugins.clone(),
+            history: Mutex::default(),
             status_mode: config.status_mode,
             max_body_bytes: config.max_body_bytes,
             limits: config.limits,
@@ -122,6 +113,94 @@ impl App {
     pub fn plugin(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins.get(name)
     }
+
+    /// Admits `bytes` as the new version of plugin `name`, then makes it the serving one.
+    ///
+    /// The admission gate, in order: the name is configured; the component passes the
+    /// loader's checks (a component, a compatible WIT version, compiles, imports only what
+    /// is granted, pre-instantiates); it exports every interface the plugin's routes need.
+    /// A refused candidate changes nothing. Requests in flight finish on the version they
+    /// started with.
+    pub fn deploy(&self, name: &str, bytes: &[u8]) -> Result<Arc<PluginIdent>, DeployError> {
+        let manifest = self
+            .manifests
+            .get(name)
+            .ok_or_else(|| DeployError::UnknownPlugin(name.to_string()))?;
+        let candidate = plugin::loader::load_bytes(&self.runtime, name, manifest, bytes)?;
+        for route in self.routes.routes().iter().filter(|r| r.plugin == name) {
+            check_serves(&candidate, &route.name, route.kind)
+                .map_err(|e| DeployError::CannotServe(e.to_string()))?;
+        }
+        let ident = candidate.ident.clone();
+        let previous = self
+            .plugins
+            .replace(name, Arc::new(candidate))
+            .map_err(|_| DeployError::UnknownPlugin(name.to_string()))?;
+        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        let versions = history.entry(name.to_string()).or_default();
+        versions.push_back(previous.bytes.clone());
+        while versions.len() > KEPT_VERSIONS {
+            versions.pop_front();
+        }
+        tracing::info!(plugin = %ident, replaced = %previous.ident, "deployed");
+        Ok(ident)
+    }
+
+    /// Serves plugin `name` with an earlier version again (`version` as in its ident,
+    /// `sha256:…`); it goes through the same admission gate.
+    pub fn rollback(&self, name: &str, version: &str) -> Result<Arc<PluginIdent>, DeployError> {
+        let bytes = {
+            let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+            history
+                .get(name)
+                .and_then(|versions| {
+                    versions.iter().rev().find(|b| {
+                        let hash = plugin::loader::content_hash(b);
+                        version
+                            .strip_prefix("sha256:")
+                            .is_some_and(|v| hash.starts_with(v) && !v.is_empty())
+                    })
+                })
+                .cloned()
+                .ok_or_else(|| DeployError::UnknownVersion(name.to_string(), version.to_string()))?
+        };
+        self.deploy(name, &bytes)
+    }
+}
+
+/// Earlier versions kept per plugin for rollback.
+pub const KEPT_VERSIONS: usize = 5;
+
+/// Why a candidate version was not deployed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("no plugin named {0} is configured")]
+    UnknownPlugin(String),
+    #[error(transparent)]
+    Rejected(#[from] plugin::loader::LoadError),
+    #[error("{0}")]
+    CannotServe(String),
+    #[error("plugin {0} has no earlier version {1}")]
+    UnknownVersion(String, String),
+}
+
+/// Whether `plugin` exports what a route of `kind` needs.
+fn check_serves(plugin: &LoadedPlugin, route: &str, kind: RouteKind) -> anyhow::Result<()> {
+    let serves = match kind {
+        RouteKind::BookJob => plugin.book.is_some(),
+        RouteKind::AppointmentSearch => plugin.search.is_some(),
+    };
+    if !serves {
+        bail!(
+            "route {route}: plugin {} does not export {}",
+            plugin.ident,
+            match kind {
+                RouteKind::BookJob => "servicemobility:booking/followup (book)",
+                RouteKind::AppointmentSearch => "servicemobility:booking/appointments (search)",
+            }
+        );
+    }
+    Ok(())
 }
 
 /// The router: every path goes to the one handler, which matches configured routes itself

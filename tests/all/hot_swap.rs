@@ -59,3 +59,52 @@ async fn a_request_started_on_v1_finishes_on_v1_while_v2_serves_new_ones() {
     assert_eq!(slow.json["OrderNum"], "SLOW-v1");
     assert!(server.app.plugins.draining().is_empty());
 }
+
+#[tokio::test]
+async fn deploy_admits_a_new_version_refuses_a_broken_one_and_rolls_back() {
+    let server = Server::start().await;
+    let body = example("book-job.minimal.json");
+    let booked = |answer: &crate::support::Answer| {
+        answer.json["OrderNum"].as_str().unwrap_or("").to_string()
+    };
+    let v1 = server.app.plugin("capacity-booker").unwrap().ident.clone();
+    let before = server.post("/workorders/WO-1/followup", &body).await;
+    assert!(booked(&before).starts_with("FU-"), "{}", before.text);
+
+    // The echo guest books but does not search: refused for a plugin that serves the
+    // appointments route, and v1 keeps serving.
+    let echo = std::fs::read(guests::ECHO).unwrap();
+    let refused = server.app.deploy("capacity-booker", &echo).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("does not export servicemobility:booking/appointments"),
+        "{refused}"
+    );
+    let garbage = server
+        .app
+        .deploy("capacity-booker", b"not wasm")
+        .unwrap_err();
+    assert!(
+        garbage.to_string().contains("not a WebAssembly component"),
+        "{garbage}"
+    );
+    assert!(server.app.deploy("nobody", &echo).is_err());
+    assert_eq!(server.app.plugin("capacity-booker").unwrap().ident, v1);
+
+    // The echo plugin's route takes a new version: its answers change.
+    let hostile = std::fs::read(guests::HOSTILE).unwrap();
+    let echo_v1 = server.app.plugin("echo").unwrap().ident.clone();
+    let v2 = server.app.deploy("echo", &hostile).unwrap();
+    assert_ne!(v2, echo_v1);
+    let after = server.post("/echo/WO-1", &body).await;
+    // The hostile guest without a `behaviour` answers that it has none.
+    after.assert_error(500, "booking-failed");
+
+    // Rolling back to the first version restores its answers.
+    let back = server.app.rollback("echo", &echo_v1.version).unwrap();
+    assert_eq!(back.version, echo_v1.version);
+    let restored = server.post("/echo/WO-1", &body).await;
+    assert_eq!(restored.status, 200, "{}", restored.text);
+    assert!(server.app.rollback("echo", "sha256:000000000000").is_err());
+}

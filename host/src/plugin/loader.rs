@@ -112,6 +112,7 @@ pub fn load_bytes(
         limits: manifest.limits,
         config: Arc::new(manifest.config.clone()),
         slots: tokio::sync::Semaphore::new(manifest.limits.max_concurrency as usize),
+        bytes: Arc::from(bytes),
     })
 }
 

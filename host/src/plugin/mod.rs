@@ -40,6 +40,8 @@ pub struct LoadedPlugin {
     pub config: Arc<HashMap<String, String>>,
     /// Bounds the calls of this plugin in flight (`max_concurrency`).
     pub slots: tokio::sync::Semaphore,
+    /// The component itself, kept for rollback once this version is replaced.
+    pub bytes: Arc<[u8]>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {

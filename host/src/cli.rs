@@ -29,6 +29,17 @@ pub enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Manage the plugins of a running host through its admin API.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+        /// The admin API's address.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8081")]
+        admin: String,
+        /// Environment variable holding the admin token.
+        #[arg(long, global = true, default_value = "FOLLOWUP_ADMIN_TOKEN")]
+        token_env: String,
+    },
     /// Print an HS256 token for local testing, signed with the secret in an environment
     /// variable (the same one `[token] secret_env` names).
     Token {
@@ -53,10 +64,51 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PluginAction {
+    /// List the plugins, the versions serving them and the versions still draining.
+    List,
+    /// Upload a component as the new version of a plugin (checked before it serves).
+    Deploy {
+        name: String,
+        /// The component (`.wasm`).
+        file: PathBuf,
+    },
+    /// Serve a plugin with one of its earlier versions (`sha256:…`, see `list`).
+    Rollback { name: String, version: String },
+}
+
 /// Runs the command line.
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, listen } => serve(config, listen).await,
+        Command::Plugin {
+            action,
+            admin,
+            token_env,
+        } => {
+            let token = std::env::var(&token_env).unwrap_or_default();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "environment variable {token_env} is unset or empty"
+            );
+            let (path, body) = match action {
+                PluginAction::List => ("/plugins".to_string(), None),
+                PluginAction::Deploy { name, file } => {
+                    let bytes = std::fs::read(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    (format!("/plugins/{name}"), Some(bytes))
+                }
+                PluginAction::Rollback { name, version } => (
+                    format!("/plugins/{name}/rollback/{version}"),
+                    Some(Vec::new()),
+                ),
+            };
+            let (status, text) = admin_request(&admin, &path, &token, body)?;
+            println!("{text}");
+            anyhow::ensure!(status == 200, "the admin API answered {status}");
+            Ok(())
+        }
         Command::Token {
             secret_env,
             ttl,
@@ -96,6 +148,44 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// One request to the admin API over plain HTTP/1.1 (it listens on loopback): GET without
+/// a body, POST with one. The status and the body.
+fn admin_request(
+    base: &str,
+    path: &str,
+    token: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<(u16, String)> {
+    use std::io::Read;
+    let authority = base
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("--admin must be an http:// address"))?
+        .trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(authority)
+        .with_context(|| format!("cannot reach the admin API at {base}"))?;
+    let method = if body.is_some() { "POST" } else { "GET" };
+    let body = body.unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/wasm\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(&body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP answer from {base}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 /// `3600`, `90s`, `30m`, `1h`, `2d` → seconds.
@@ -151,8 +241,30 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
     }
     // One line on stdout that scripts and tests can wait for.
     println!("followup listening on http://{addr}");
+    let app = Arc::new(app);
+    let admin_token = std::env::var(&config.admin.token_env).unwrap_or_default();
+    if admin_token.is_empty() {
+        tracing::info!(
+            "admin API off: set {} to a token to enable it",
+            config.admin.token_env
+        );
+    } else {
+        let admin = tokio::net::TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", config.admin.listen))?;
+        println!("followup admin API on http://{}", admin.local_addr()?);
+        let router = crate::admin::router(app.clone(), Arc::from(admin_token));
+        tokio::spawn(async move {
+            let served = axum::serve(admin, router)
+                .with_graceful_shutdown(shutdown_signal())
+                .await;
+            if let Err(e) = served {
+                tracing::error!("admin API failed: {e}");
+            }
+        });
+    }
     std::io::stdout().flush().ok();
-    run(listener, Arc::new(app), shutdown_signal()).await
+    run(listener, app, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

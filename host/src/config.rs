@@ -2,6 +2,7 @@
 //! Every setting has a documented default; unknown keys are refused so that a typo never
 //! silently falls back to a default.
 
+use crate::admin::AdminConfig;
 use crate::error::StatusMode;
 use crate::http::auth::TokenConfig;
 use crate::http::limits::InputLimits;
@@ -30,6 +31,9 @@ pub struct Config {
     /// Largest request body accepted. Default 1 MiB.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// The admin API's listener and token.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Limits on headers, slow clients and JSON shape.
     #[serde(default)]
     pub limits: InputLimits,

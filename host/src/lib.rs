@@ -2,6 +2,7 @@
 //! interfaces for many routes, each answered by a customer's sandboxed WebAssembly plugin.
 //!
 //! # Layout
+//! - [`admin`]: the admin API (plugins, deploy, rollback, health, metrics);
 //! - [`config`]: the TOML configuration and its defaults;
 //! - [`http`]: the HTTP surface (routes, token check, request handling);
 //! - [`error`]: the Standard Response Object and the one status mapping;
@@ -11,6 +12,7 @@
 //! - [`runtime`]: the engine, the sandbox and one plugin call;
 //! - [`cli`]: the `followup` command line.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod contract;

@@ -22,6 +22,8 @@ fn the_release_binary_serves_the_example_plugin_with_no_config() {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .current_dir(&root)
         .env("RUST_LOG", "warn")
+        // The admin API stays off (and off its default port) in these tests.
+        .env_remove("FOLLOWUP_ADMIN_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -57,6 +57,8 @@ fn verify_mode_refuses_every_bad_token_before_the_plugin_runs() {
         .arg(&config)
         .env(SECRET_ENV, SECRET)
         .env("RUST_LOG", "info")
+        // The admin API stays off (and off its default port) in these tests.
+        .env_remove("FOLLOWUP_ADMIN_TOKEN")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

@@ -95,14 +95,26 @@ pub fn b64(s: &str) -> String {
 
 /// Reads the server's first stdout line and returns the address it listens on.
 pub fn listening_address(child: &mut Kill) -> String {
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    line.trim()
-        .strip_prefix("followup listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+    address_in(&first_lines(child, 1)[0], "followup listening on http://")
+}
+
+/// The address in a `prefix` + address line the server printed.
+pub fn address_in(line: &str, prefix: &str) -> String {
+    line.strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
         .to_string()
+}
+
+/// The server's first `n` stdout lines.
+pub fn first_lines(child: &mut Kill, n: usize) -> Vec<String> {
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    (0..n)
+        .map(|_| {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.trim().to_string()
+        })
+        .collect()
 }
 
 /// Seconds since the Unix epoch.

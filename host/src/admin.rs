@@ -1,0 +1,252 @@
+//! The admin API, on its own listener (loopback by default): list plugins and the versions
+//! serving them, deploy a new version, roll back, health and readiness, metrics.
+//!
+//! Every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`, the
+//! token coming from the environment (`[admin] token_env`), compared in constant time.
+
+use crate::App;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// `[admin]` in the config.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where the admin API listens. Default `127.0.0.1:8081` (loopback only).
+    pub listen: SocketAddr,
+    /// Environment variable holding the bearer token. Default `FOLLOWUP_ADMIN_TOKEN`; when
+    /// it is unset or empty the admin API is not started.
+    pub token_env: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            token_env: "FOLLOWUP_ADMIN_TOKEN".into(),
+        }
+    }
+}
+
+/// Largest component the admin API accepts. Components are a few hundred KB to a few MB.
+const MAX_UPLOAD_BYTES: usize = 64 << 20;
+
+struct Admin {
+    app: Arc<App>,
+    token: Arc<str>,
+}
+
+/// The admin router for `app`, guarded by `token`.
+pub fn router(app: Arc<App>, token: Arc<str>) -> Router {
+    let state = Arc::new(Admin { app, token });
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/plugins", get(list))
+        .route("/plugins/{name}", post(deploy))
+        .route("/plugins/{name}/rollback/{version}", post(rollback))
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+        .with_state(state)
+}
+
+fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn refused(status: StatusCode, kind: &str, detail: String) -> Response {
+    answer(
+        status,
+        json!({ "type": kind, "title": kind, "status": status.as_u16(), "detail": detail }),
+    )
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timing.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+/// The refusal for a request without the right token, if it lacks it.
+fn unauthorised(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if same(given.as_bytes(), admin.token.as_bytes()) && !given.is_empty() {
+        None
+    } else {
+        Some(refused(
+            StatusCode::UNAUTHORIZED,
+            "invalid-logon",
+            "the admin API needs Authorization: Bearer <token>".into(),
+        ))
+    }
+}
+
+async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
+    let missing: Vec<&str> = admin
+        .app
+        .routes
+        .routes()
+        .iter()
+        .filter(|r| admin.app.plugin(&r.plugin).is_none())
+        .map(|r| r.name.as_str())
+        .collect();
+    if missing.is_empty() {
+        answer(StatusCode::OK, json!({ "ready": true }))
+    } else {
+        answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "ready": false, "routes_without_plugin": missing }),
+        )
+    }
+}
+
+async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorised(&admin, &headers) {
+        return r;
+    }
+    let plugins: Vec<_> = admin
+        .app
+        .plugins
+        .versions()
+        .into_iter()
+        .filter_map(|ident| admin.app.plugin(&ident.name))
+        .map(|p| {
+            json!({
+                "name": p.ident.name,
+                "version": p.ident.version,
+                "wit": p.wit_version,
+                "book": p.book.is_some(),
+                "search": p.search.is_some(),
+            })
+        })
+        .collect();
+    let draining: Vec<_> = admin
+        .app
+        .plugins
+        .draining()
+        .into_iter()
+        .map(|d| json!({ "name": d.ident.name, "version": d.ident.version, "in_flight": d.in_flight }))
+        .collect();
+    answer(
+        StatusCode::OK,
+        json!({ "plugins": plugins, "draining": draining }),
+    )
+}
+
+async fn deploy(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = unauthorised(&admin, &headers) {
+        return r;
+    }
+    let app = admin.app.clone();
+    // Compiling takes ~100 ms per 250 KB: off the async workers.
+    let result = tokio::task::spawn_blocking(move || app.deploy(&name, &body)).await;
+    match result {
+        Ok(Ok(ident)) => answer(
+            StatusCode::OK,
+            json!({ "name": ident.name, "version": ident.version }),
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!("deploy refused: {e}");
+            refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "deploy-refused",
+                e.to_string(),
+            )
+        }
+        Err(e) => refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("deploy failed: {e}"),
+        ),
+    }
+}
+
+async fn rollback(
+    State(admin): State<Arc<Admin>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = unauthorised(&admin, &headers) {
+        return r;
+    }
+    let app = admin.app.clone();
+    match tokio::task::spawn_blocking(move || app.rollback(&name, &version)).await {
+        Ok(Ok(ident)) => answer(
+            StatusCode::OK,
+            json!({ "name": ident.name, "version": ident.version }),
+        ),
+        Ok(Err(e @ crate::DeployError::UnknownVersion(..))) => {
+            refused(StatusCode::NOT_FOUND, "unknown-version", e.to_string())
+        }
+        Ok(Err(e)) => refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "deploy-refused",
+            e.to_string(),
+        ),
+        Err(e) => refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("rollback failed: {e}"),
+        ),
+    }
+}
+
+async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorised(&admin, &headers) {
+        return r;
+    }
+    let mut text = String::from(
+        "# HELP followup_plugin_failures_total Failed plugin calls by plugin version and error type.\n\
+         # TYPE followup_plugin_failures_total counter\n",
+    );
+    for (name, version, kind, n) in admin.app.metrics.failures() {
+        text.push_str(&format!(
+            "followup_plugin_failures_total{{plugin=\"{name}\",version=\"{version}\",type=\"{kind}\"}} {n}\n"
+        ));
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"secret", b"secret"));
+        assert!(!same(b"secret", b"secreT"));
+        assert!(!same(b"secret", b"secret2"));
+        assert!(!same(b"", b"x"));
+        assert!(same(b"", b""));
+    }
+}

@@ -1,0 +1,128 @@
+//! The admin API: authentication, listing, deploy through the admission gate, rollback,
+//! health and metrics.
+
+use crate::support::{Server, example};
+use followup_tests::guests;
+use serde_json::Value;
+
+const TOKEN: &str = "admin-t0ken-for-tests";
+
+struct Admin {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Admin {
+    async fn start(server: &Server) -> Admin {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let router = followup_host::admin::router(server.app.clone(), TOKEN.into());
+        tokio::spawn(async move { axum_serve(listener, router).await });
+        Admin {
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(&self, post: Option<Vec<u8>>, path: &str, token: Option<&str>) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        let mut request = match post {
+            Some(body) => self.client.post(url).body(body),
+            None => self.client.get(url),
+        };
+        if let Some(t) = token {
+            request = request.header("authorization", format!("Bearer {t}"));
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {
+    let _ = axum::serve(listener, router).await;
+}
+
+#[tokio::test]
+async fn the_admin_api_lists_deploys_rolls_back_and_reports() {
+    let server = Server::start().await;
+    let admin = Admin::start(&server).await;
+
+    assert_eq!(admin.call(None, "/healthz", None).await.0, 200);
+    assert_eq!(admin.call(None, "/readyz", None).await.0, 200);
+    assert_eq!(admin.call(None, "/plugins", None).await.0, 401);
+    assert_eq!(admin.call(None, "/plugins", Some("wrong")).await.0, 401);
+    assert_eq!(
+        admin
+            .call(Some(vec![]), "/plugins/echo", Some("wrong"))
+            .await
+            .0,
+        401
+    );
+
+    let (status, text) = admin.call(None, "/plugins", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+    let listed: Value = serde_json::from_str(&text).unwrap();
+    let echo_v1 = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "echo")
+        .unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A candidate that cannot serve the plugin's routes is refused with the reason.
+    let echo = std::fs::read(guests::ECHO).unwrap();
+    let (status, text) = admin
+        .call(Some(echo), "/plugins/capacity-booker", Some(TOKEN))
+        .await;
+    assert_eq!(status, 422, "{text}");
+    assert!(
+        text.contains("does not export servicemobility:booking/appointments"),
+        "{text}"
+    );
+
+    // A good one is deployed and answers at once.
+    let hostile = std::fs::read(guests::HOSTILE).unwrap();
+    let (status, text) = admin
+        .call(Some(hostile), "/plugins/echo", Some(TOKEN))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let body = example("book-job.minimal.json");
+    server
+        .post("/echo/WO-1", &body)
+        .await
+        .assert_error(500, "booking-failed");
+
+    // Rollback by version.
+    let path = format!("/plugins/echo/rollback/{echo_v1}");
+    let (status, text) = admin.call(Some(vec![]), &path, Some(TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(server.post("/echo/WO-1", &body).await.status, 200);
+    let (status, _) = admin
+        .call(
+            Some(vec![]),
+            "/plugins/echo/rollback/sha256:0123456789ab",
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // Failures are counted per plugin version and type.
+    server
+        .post("/trap/WO-1", &body)
+        .await
+        .assert_error(500, "plugin-trap");
+    let (status, text) = admin.call(None, "/metrics", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("followup_plugin_failures_total{plugin=\"trap\"")
+                && l.contains("type=\"plugin-trap\"")
+                && l.ends_with(" 1")
+        ),
+        "{text}"
+    );
+}

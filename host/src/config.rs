@@ -43,6 +43,10 @@ pub struct Config {
     /// Host-wide runtime settings.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Where compiled plugins are kept so that restarts skip compiling (relative to the
+    /// config file). Default `data/cache`.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
     /// Plugins by name.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginManifest>,
@@ -72,6 +76,10 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
+fn default_cache_dir() -> PathBuf {
+    PathBuf::from("data/cache")
+}
+
 fn default_max_body() -> usize {
     1 << 20
 }
@@ -88,6 +96,9 @@ impl Config {
     /// Parses config text; relative plugin paths are resolved against `base`.
     pub fn parse(text: &str, base: &Path) -> anyhow::Result<Config> {
         let mut config: Config = toml::from_str(text)?;
+        if config.cache_dir.is_relative() {
+            config.cache_dir = base.join(&config.cache_dir);
+        }
         for manifest in config.plugins.values_mut() {
             if manifest.path.is_relative() {
                 manifest.path = base.join(&manifest.path);

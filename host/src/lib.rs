@@ -64,7 +64,7 @@ impl std::fmt::Debug for App {
 impl App {
     /// Builds the runtime, then loads every plugin and route of `config`.
     pub fn new(config: &Config) -> anyhow::Result<App> {
-        let runtime = PluginRuntime::new(&config.runtime)?;
+        let runtime = PluginRuntime::with_cache(&config.runtime, config.cache_dir.clone())?;
         App::with_runtime(config, runtime)
     }
 

@@ -1,6 +1,7 @@
 //! Integration tests: real HTTP against hosts on 127.0.0.1, plugins built from source.
 
 mod admin;
+mod cache;
 mod contract;
 mod fuzz;
 mod hot_swap;

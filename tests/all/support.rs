@@ -148,6 +148,8 @@ impl Server {
     /// `status_mode = "http"`. A `[runtime]` table gets the server a runtime of its own.
     pub async fn with_config(extra: &str) -> Server {
         let mut config = Config::parse(&config_text(extra), Path::new(".")).expect("config");
+        // Servers with a runtime of their own cache compiled plugins outside the tree.
+        config.cache_dir = std::env::temp_dir().join("followup-tests-cache");
         let shared = config.runtime == RuntimeConfig::default();
         if shared {
             config.runtime = shared_runtime_config();

@@ -109,7 +109,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let config = Config::parse(&config(), Path::new(".")).unwrap();
+    let mut config = Config::parse(&config(), Path::new(".")).unwrap();
+    config.cache_dir = std::env::temp_dir().join("followup-bench-cache");
     let app = Arc::new(App::new(&config).expect("app"));
     let listener = server_rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

@@ -74,8 +74,13 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<PluginState>,
     /// Components compiled so far, by content hash: loading the same bytes twice (a
-    /// restart of a route, a rollback, a second host in tests) skips compilation.
+    /// rollback, a redeploy, a second host in tests) skips compilation.
     compiled: Mutex<HashMap<String, Component>>,
+    /// Precompiled artefacts on disk, so that a restart skips compilation too.
+    cache_dir: Option<std::path::PathBuf>,
+    /// Components compiled, and components loaded from the disk cache instead.
+    compiles: AtomicU64,
+    cache_hits: AtomicU64,
     slots: Semaphore,
     queue_timeout: Duration,
     /// The settings the runtime was built with.
@@ -107,6 +112,9 @@ impl PluginRuntime {
             engine,
             linker,
             compiled: Mutex::default(),
+            cache_dir: None,
+            compiles: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
             slots: Semaphore::new(rt.max_instances.max(1) as usize),
             queue_timeout: Duration::from_millis(rt.queue_timeout_ms),
             fuel: rt.fuel,
@@ -116,6 +124,25 @@ impl PluginRuntime {
             runaway_ticks: (rt.runaway_after_ms / tick.as_millis().max(1) as u64).max(1),
             runaway_pause: tick * (100 / u32::from(rt.runaway_share_percent.clamp(1, 100))),
         }))
+    }
+
+    /// Like [`PluginRuntime::new`], with precompiled artefacts kept in `dir` (created when
+    /// missing).
+    pub fn with_cache(rt: &RuntimeConfig, dir: std::path::PathBuf) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create the cache {}: {e}", dir.display()))?;
+        let mut runtime = Arc::into_inner(PluginRuntime::new(rt)?)
+            .ok_or_else(|| anyhow::anyhow!("a new runtime has one owner"))?;
+        runtime.cache_dir = Some(dir);
+        Ok(Arc::new(runtime))
+    }
+
+    /// Components compiled since start, and components loaded from the disk cache.
+    pub fn compile_stats(&self) -> (u64, u64) {
+        (
+            self.compiles.load(Ordering::Relaxed),
+            self.cache_hits.load(Ordering::Relaxed),
+        )
     }
 
     /// The settings the runtime was built with.
@@ -131,19 +158,83 @@ impl PluginRuntime {
         &self.linker
     }
 
-    /// Compiles `bytes` (known by `hash`), or returns the component compiled earlier.
+    /// Compiles `bytes` (known by `hash`), or returns the component compiled earlier, in
+    /// this process or (with a cache directory) by an earlier run.
     pub fn compile(&self, hash: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
         if let Some(c) = lock(&self.compiled).get(hash) {
             return Ok(c.clone());
         }
-        // Compile outside the lock: it takes ~100 ms per 250 KB on 2 cores.
-        let component = Component::new(&self.engine, bytes)?;
+        let cached = self
+            .cache_dir
+            .as_deref()
+            .and_then(|dir| self.load_cached(dir, hash));
+        let component = match cached {
+            Some(component) => {
+                self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                component
+            }
+            None => {
+                // Compile outside the lock: it takes ~100 ms per 250 KB on 2 cores.
+                let artefact = self.engine.precompile_component(bytes)?;
+                self.compiles.fetch_add(1, Ordering::Relaxed);
+                if let Some(dir) = &self.cache_dir {
+                    self.store_cached(dir, hash, &artefact);
+                }
+                deserialize(&self.engine, &artefact)?
+            }
+        };
         let mut cache = lock(&self.compiled);
         if cache.len() >= MAX_CACHED_COMPONENTS {
             cache.clear();
         }
         cache.insert(hash.to_string(), component.clone());
         Ok(component)
+    }
+
+    /// Where the artefact of component `hash` for this engine lives: the engine's
+    /// compatibility hash is part of the name, so a wasmtime or config change misses.
+    fn cache_path(&self, dir: &std::path::Path, hash: &str) -> std::path::PathBuf {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        dir.join(format!("{hash}-{:016x}.cwasm", h.finish()))
+    }
+
+    /// A cached artefact, if present and intact; a damaged one is removed (and then
+    /// recompiled), never loaded.
+    fn load_cached(&self, dir: &std::path::Path, hash: &str) -> Option<Component> {
+        let path = self.cache_path(dir, hash);
+        let artefact = std::fs::read(&path).ok()?;
+        let digest = std::fs::read_to_string(path.with_extension("sha256")).ok();
+        let intact = digest.as_deref().map(str::trim)
+            == Some(crate::plugin::loader::content_hash(&artefact).as_str());
+        let component = if intact {
+            deserialize(&self.engine, &artefact).ok()
+        } else {
+            None
+        };
+        if component.is_none() {
+            tracing::warn!(path = %path.display(), "cached artefact is damaged or stale; recompiling");
+            let _ = std::fs::remove_file(&path);
+        }
+        component
+    }
+
+    /// Writes an artefact and its digest; a half-written file is never visible (temporary
+    /// file, then rename). Failing to cache only costs the next start a compile.
+    fn store_cached(&self, dir: &std::path::Path, hash: &str, artefact: &[u8]) {
+        let path = self.cache_path(dir, hash);
+        let write = |target: &std::path::Path, data: &[u8]| -> std::io::Result<()> {
+            let tmp = target.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, data)?;
+            std::fs::rename(&tmp, target)
+        };
+        let digest = crate::plugin::loader::content_hash(artefact);
+        let written = write(&path, artefact)
+            .and_then(|()| write(&path.with_extension("sha256"), digest.as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), "cannot cache the compiled plugin: {e}");
+        }
     }
 
     /// Calls the plugin's `book` export.
@@ -347,6 +438,17 @@ impl PluginRuntime {
         });
         store
     }
+}
+
+/// Loads an artefact this host's engine produced.
+#[allow(
+    unsafe_code,
+    reason = "wasmtime cannot check compiled code: only artefacts this engine wrote, checked against their digest, get here"
+)]
+fn deserialize(engine: &Engine, artefact: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: `artefact` comes from `Engine::precompile_component` of an engine with the
+    // same compatibility hash, either just now or from the cache after its SHA-256 matched.
+    unsafe { Component::deserialize(engine, artefact) }
 }
 
 /// Bound on compiled components kept in memory; past it the cache starts over.

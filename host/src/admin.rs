@@ -163,27 +163,7 @@ async fn deploy(
         return r;
     }
     let app = admin.app.clone();
-    // Compiling takes ~100 ms per 250 KB: off the async workers.
-    let result = tokio::task::spawn_blocking(move || app.deploy(&name, &body)).await;
-    match result {
-        Ok(Ok(ident)) => answer(
-            StatusCode::OK,
-            json!({ "name": ident.name, "version": ident.version }),
-        ),
-        Ok(Err(e)) => {
-            tracing::warn!("deploy refused: {e}");
-            refused(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "deploy-refused",
-                e.to_string(),
-            )
-        }
-        Err(e) => refused(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("deploy failed: {e}"),
-        ),
-    }
+    swap_answer("deploy", move || app.deploy(&name, &body)).await
 }
 
 async fn rollback(
@@ -195,7 +175,16 @@ async fn rollback(
         return r;
     }
     let app = admin.app.clone();
-    match tokio::task::spawn_blocking(move || app.rollback(&name, &version)).await {
+    swap_answer("rollback", move || app.rollback(&name, &version)).await
+}
+
+/// Runs a deploy or rollback off the async workers (compiling takes ~100 ms per 250 KB)
+/// and answers the version now serving, or why nothing changed.
+async fn swap_answer(
+    what: &'static str,
+    swap: impl FnOnce() -> Result<Arc<crate::plugin::PluginIdent>, crate::DeployError> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(swap).await {
         Ok(Ok(ident)) => answer(
             StatusCode::OK,
             json!({ "name": ident.name, "version": ident.version }),
@@ -203,15 +192,18 @@ async fn rollback(
         Ok(Err(e @ crate::DeployError::UnknownVersion(..))) => {
             refused(StatusCode::NOT_FOUND, "unknown-version", e.to_string())
         }
-        Ok(Err(e)) => refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "deploy-refused",
-            e.to_string(),
-        ),
+        Ok(Err(e)) => {
+            tracing::warn!("{what} refused: {e}");
+            refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "deploy-refused",
+                e.to_string(),
+            )
+        }
         Err(e) => refused(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            format!("rollback failed: {e}"),
+            format!("{what} failed: {e}"),
         ),
     }
 }

@@ -8,3 +8,50 @@ pub mod guests {
     /// Every guest the host loads; `HTTP_CALLER` is the one it must refuse.
     pub const ALL: &[&str] = &[CAPACITY_BOOKER, TRAP, LOOPER, ECHO, HOSTILE];
 }
+
+/// Rewrites components the way a test needs them, without a toolchain.
+pub mod component {
+    /// The name of the section in which the SDK stamps the WIT version.
+    const VERSION_SECTION: &str = "servicemobility:booking-api-version";
+
+    /// `bytes` with a custom section appended at the top level: the same code under
+    /// another hash, i.e. another version.
+    pub fn with_custom_section(bytes: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
+        let mut payload = leb128(name.len());
+        payload.extend_from_slice(name.as_bytes());
+        payload.extend_from_slice(data);
+        let mut out = bytes.to_vec();
+        out.push(0);
+        out.extend(leb128(payload.len()));
+        out.extend(payload);
+        out
+    }
+
+    /// `bytes` with the SDK's WIT version stamp replaced by `version` (same length).
+    pub fn restamp(bytes: &[u8], from: &str, version: &str) -> Vec<u8> {
+        assert_eq!(from.len(), version.len(), "the stamp is patched in place");
+        // A custom section's name is followed directly by its data.
+        let stamp = format!("{VERSION_SECTION}{from}");
+        let at = bytes
+            .windows(stamp.len())
+            .position(|w| w == stamp.as_bytes())
+            .expect("the SDK stamps the WIT version");
+        let mut patched = bytes.to_vec();
+        let version_at = at + VERSION_SECTION.len();
+        patched[version_at..version_at + version.len()].copy_from_slice(version.as_bytes());
+        patched
+    }
+
+    fn leb128(mut n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return out;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+}

@@ -4,7 +4,9 @@
 //! Every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`, the
 //! token coming from the environment (`[admin] token_env`), compared in constant time.
 
-use crate::App;
+use crate::metrics::escape;
+use crate::plugin::history::Trigger;
+use crate::{App, DeployError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -131,12 +133,21 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
         .into_iter()
         .filter_map(|ident| admin.app.plugin(&ident.name))
         .map(|p| {
+            let kept: Vec<_> = admin
+                .app
+                .history
+                .kept(&p.ident.name)
+                .into_iter()
+                .filter(|s| s.hash != p.hash)
+                .map(|s| json!({ "version": format!("sha256:{}", &s.hash[..12]), "served_by": s.how.label(), "at": s.at }))
+                .collect();
             json!({
                 "name": p.ident.name,
                 "version": p.ident.version,
                 "wit": p.wit_version,
                 "book": p.book.is_some(),
                 "search": p.search.is_some(),
+                "rollback_to": kept,
             })
         })
         .collect();
@@ -162,8 +173,12 @@ async fn deploy(
     if let Some(r) = unauthorised(&admin, &headers) {
         return r;
     }
-    let app = admin.app.clone();
-    swap_answer("deploy", move || app.deploy(&name, &body)).await
+    swap_answer(
+        admin
+            .app
+            .deploy(&name, Arc::from(&body[..]), Trigger::Api)
+            .await,
+    )
 }
 
 async fn rollback(
@@ -174,36 +189,23 @@ async fn rollback(
     if let Some(r) = unauthorised(&admin, &headers) {
         return r;
     }
-    let app = admin.app.clone();
-    swap_answer("rollback", move || app.rollback(&name, &version)).await
+    swap_answer(admin.app.rollback(&name, &version).await)
 }
 
-/// Runs a deploy or rollback off the async workers (compiling takes ~100 ms per 250 KB)
-/// and answers the version now serving, or why nothing changed.
-async fn swap_answer(
-    what: &'static str,
-    swap: impl FnOnce() -> Result<Arc<crate::plugin::PluginIdent>, crate::DeployError> + Send + 'static,
-) -> Response {
-    match tokio::task::spawn_blocking(swap).await {
-        Ok(Ok(ident)) => answer(
+/// The version now serving, or why nothing changed.
+fn swap_answer(outcome: Result<Arc<crate::plugin::PluginIdent>, DeployError>) -> Response {
+    match outcome {
+        Ok(ident) => answer(
             StatusCode::OK,
             json!({ "name": ident.name, "version": ident.version }),
         ),
-        Ok(Err(e @ crate::DeployError::UnknownVersion(..))) => {
-            refused(StatusCode::NOT_FOUND, "unknown-version", e.to_string())
-        }
-        Ok(Err(e)) => {
-            tracing::warn!("{what} refused: {e}");
-            refused(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "deploy-refused",
-                e.to_string(),
-            )
+        Err(e @ (DeployError::UnknownVersion(..) | DeployError::UnknownPlugin(_))) => {
+            refused(StatusCode::NOT_FOUND, "not-found", e.to_string())
         }
         Err(e) => refused(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("{what} failed: {e}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "deploy-refused",
+            e.to_string(),
         ),
     }
 }
@@ -212,13 +214,31 @@ async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Respons
     if let Some(r) = unauthorised(&admin, &headers) {
         return r;
     }
-    let mut text = String::from(
-        "# HELP followup_plugin_failures_total Failed plugin calls by plugin version and error type.\n\
-         # TYPE followup_plugin_failures_total counter\n",
+    let app = &admin.app;
+    let mut text = String::new();
+    app.metrics.render(&mut text);
+    app.runtime.render_metrics(&mut text);
+    text.push_str(
+        "# HELP followup_plugin_serving The version serving each plugin (always 1).\n\
+         # TYPE followup_plugin_serving gauge\n",
     );
-    for (name, version, kind, n) in admin.app.metrics.failures() {
+    for ident in app.plugins.versions() {
         text.push_str(&format!(
-            "followup_plugin_failures_total{{plugin=\"{name}\",version=\"{version}\",type=\"{kind}\"}} {n}\n"
+            "followup_plugin_serving{{plugin=\"{}\",version=\"{}\"}} 1\n",
+            escape(&ident.name),
+            escape(&ident.version)
+        ));
+    }
+    text.push_str(
+        "# HELP followup_plugin_draining_requests Requests still running on replaced versions.\n\
+         # TYPE followup_plugin_draining_requests gauge\n",
+    );
+    for d in app.plugins.draining() {
+        text.push_str(&format!(
+            "followup_plugin_draining_requests{{plugin=\"{}\",version=\"{}\"}} {}\n",
+            escape(&d.ident.name),
+            escape(&d.ident.version),
+            d.in_flight
         ));
     }
     (

@@ -242,6 +242,11 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
     // One line on stdout that scripts and tests can wait for.
     println!("followup listening on http://{addr}");
     let app = Arc::new(app);
+    let _watcher = if config.watch.enabled {
+        Some(crate::watch::watch(app.clone(), config.watch.debounce())?)
+    } else {
+        None
+    };
     let admin_token = std::env::var(&config.admin.token_env).unwrap_or_default();
     if admin_token.is_empty() {
         tracing::info!(

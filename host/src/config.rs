@@ -47,6 +47,13 @@ pub struct Config {
     /// config file). Default `data/cache`.
     #[serde(default = "default_cache_dir")]
     pub cache_dir: PathBuf,
+    /// Where the versions each plugin served are kept for rollback, across restarts
+    /// (relative to the config file). Default `data/versions`; `""` keeps them in memory.
+    #[serde(default = "default_versions_dir")]
+    pub versions_dir: PathBuf,
+    /// Watching the plugin files for new versions.
+    #[serde(default)]
+    pub watch: WatchConfig,
     /// Plugins by name.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginManifest>,
@@ -70,6 +77,36 @@ pub struct RouteConfig {
     /// How this route checks `x-access-token`, replacing the global `[token]` (e.g. a
     /// tenant with its own secret).
     pub token: Option<TokenConfig>,
+}
+
+/// `[watch]`: a component renamed over (or written and closed at) a plugin's configured
+/// path is deployed like an upload through the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// Default `true`.
+    pub enabled: bool,
+    /// Quiet time after the last change of a file before it is loaded. Default 5 ms.
+    pub debounce_ms: u64,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            enabled: true,
+            debounce_ms: 5,
+        }
+    }
+}
+
+impl WatchConfig {
+    pub fn debounce(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.debounce_ms)
+    }
+}
+
+fn default_versions_dir() -> PathBuf {
+    PathBuf::from("data/versions")
 }
 
 fn default_listen() -> SocketAddr {
@@ -99,9 +136,17 @@ impl Config {
         if config.cache_dir.is_relative() {
             config.cache_dir = base.join(&config.cache_dir);
         }
+        if config.versions_dir.is_relative() && !config.versions_dir.as_os_str().is_empty() {
+            config.versions_dir = base.join(&config.versions_dir);
+        }
         for manifest in config.plugins.values_mut() {
             if manifest.path.is_relative() {
                 manifest.path = base.join(&manifest.path);
+            }
+            for sample in &mut manifest.samples {
+                if sample.is_relative() {
+                    *sample = base.join(&*sample);
+                }
             }
         }
         config.check()?;

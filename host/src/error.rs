@@ -197,6 +197,20 @@ impl ApiError {
         }
     }
 
+    /// The detail and every invalid parameter on one line, for logs and operators.
+    pub fn summary(&self) -> String {
+        let mut text = self.detail.clone();
+        if self.invalid_params.len() > 1 {
+            let params: Vec<String> = self
+                .invalid_params
+                .iter()
+                .map(|p| format!("{} {}", p.path, p.reason))
+                .collect();
+            text = format!("{text}: {}", params.join("; "));
+        }
+        text
+    }
+
     /// The plugin refused the booking with a `booking-error`.
     pub fn from_booking(err: BookingError) -> Self {
         match err {

@@ -39,6 +39,22 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// The entry of plugin `name` in `GET /plugins`.
+    async fn listed(&self, name: &str) -> Value {
+        let (status, text) = self.call(None, "/plugins", Some(TOKEN)).await;
+        assert_eq!(status, 200, "{text}");
+        let listed: Value = serde_json::from_str(&text).unwrap();
+        listed["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {text}"))
+            .clone()
+    }
+}
+
 async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {
     let _ = axum::serve(listener, router).await;
 }
@@ -60,15 +76,7 @@ async fn the_admin_api_lists_deploys_rolls_back_and_reports() {
         401
     );
 
-    let (status, text) = admin.call(None, "/plugins", Some(TOKEN)).await;
-    assert_eq!(status, 200, "{text}");
-    let listed: Value = serde_json::from_str(&text).unwrap();
-    let echo_v1 = listed["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "echo")
-        .unwrap()["version"]
+    let echo_v1 = admin.listed("echo").await["version"]
         .as_str()
         .unwrap()
         .to_string();
@@ -96,6 +104,22 @@ async fn the_admin_api_lists_deploys_rolls_back_and_reports() {
         .await
         .assert_error(500, "booking-failed");
 
+    // The replaced version is listed as a rollback target.
+    let (_, text) = admin.call(None, "/plugins", Some(TOKEN)).await;
+    let listed: Value = serde_json::from_str(&text).unwrap();
+    let echo = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "echo")
+        .unwrap();
+    assert_eq!(
+        echo["rollback_to"][0]["version"],
+        echo_v1.as_str(),
+        "{text}"
+    );
+    assert_eq!(echo["rollback_to"][0]["served_by"], "config", "{text}");
+
     // Rollback by version.
     let path = format!("/plugins/echo/rollback/{echo_v1}");
     let (status, text) = admin.call(Some(vec![]), &path, Some(TOKEN)).await;
@@ -117,11 +141,86 @@ async fn the_admin_api_lists_deploys_rolls_back_and_reports() {
         .assert_error(500, "plugin-trap");
     let (status, text) = admin.call(None, "/metrics", Some(TOKEN)).await;
     assert_eq!(status, 200);
+    let has = |prefix: &str, suffix: &str| {
+        text.lines()
+            .any(|l| l.starts_with(prefix) && l.ends_with(suffix))
+    };
     assert!(
         text.lines().any(
             |l| l.starts_with("followup_plugin_failures_total{plugin=\"trap\"")
                 && l.contains("type=\"plugin-trap\"")
                 && l.ends_with(" 1")
+        ),
+        "{text}"
+    );
+    // Requests by route, plugin version and outcome, with their latency.
+    let trap = server.app.plugin("trap").unwrap().ident.clone();
+    let labels = format!(
+        "route=\"trap\",plugin=\"trap\",version=\"{}\"",
+        trap.version
+    );
+    assert!(
+        has(
+            &format!("followup_requests_total{{{labels},outcome=\"plugin-trap\"}}"),
+            " 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            &format!("followup_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}}"),
+            " 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            &format!("followup_request_duration_seconds_count{{{labels}}}"),
+            " 1"
+        ),
+        "{text}"
+    );
+    // Two answers from the echo route's versions: one each.
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("followup_requests_total{route=\"echo\""))
+            .count()
+            == 2,
+        "{text}"
+    );
+    // Swaps and refusals by trigger, component loads by source, versions serving.
+    assert!(
+        has(
+            "followup_swaps_total{plugin=\"echo\",trigger=\"api\"}",
+            " 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            "followup_swaps_total{plugin=\"echo\",trigger=\"rollback\"}",
+            " 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            "followup_rejected_candidates_total{plugin=\"capacity-booker\",trigger=\"api\"}",
+            " 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("followup_component_loads_total{source=\"memory\"}"),
+        "{text}"
+    );
+    assert!(
+        has(
+            &format!(
+                "followup_plugin_serving{{plugin=\"trap\",version=\"{}\"}}",
+                trap.version
+            ),
+            " 1"
         ),
         "{text}"
     );

@@ -1,14 +1,35 @@
-//! Swapping the version behind a plugin name while requests are in flight.
+//! Swapping the version behind a plugin name while requests are in flight: through the
+//! API and through the watched file, the admission gate, rollback, restarts and shutdown.
 
-use crate::support::{Server, example, runtime};
+use crate::support::{Server, app, example, temp_dir, test_config};
+use followup_host::plugin::history::Trigger;
 use followup_host::plugin::loader;
-use followup_host::plugin::manifest::PluginManifest;
-use followup_tests::guests;
+use followup_host::watch;
+use followup_tests::{component, guests};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-fn manifest(path: &str, config: &str) -> PluginManifest {
-    toml::from_str(&format!("path = {path:?}\n[config]\n{config}")).unwrap()
+fn read(path: &str) -> Arc<[u8]> {
+    Arc::from(std::fs::read(path).unwrap())
+}
+
+/// `bytes` as another version of the same code.
+fn rebuilt(bytes: &[u8], tag: &str) -> Arc<[u8]> {
+    Arc::from(component::with_custom_section(
+        bytes,
+        "servicemobility:build",
+        tag.as_bytes(),
+    ))
+}
+
+/// Waits (at most 10 s) until `done` holds.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]
@@ -21,90 +42,301 @@ async fn a_request_started_on_v1_finishes_on_v1_while_v2_serves_new_ones() {
     );
     let server = Server::with_config(&extra).await;
     let body = example("book-job.minimal.json");
-    let v1 = server.app.plugin("swappable").unwrap();
+    let v1 = server.app.plugin("swappable").unwrap().ident.clone();
 
     let slow = tokio::spawn(crate::support::send(server.request("/swap/WO-1", &body)));
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let v2 = loader::load_file(
-        &runtime(),
-        "swappable",
-        &manifest(
-            guests::CAPACITY_BOOKER,
-            "now = \"2024-06-17T12:00:00Z\"\nutc_offset_minutes = \"-240\"",
-        ),
-    )
-    .unwrap();
-    let previous = server
+    let v2 = server
         .app
-        .plugins
-        .replace("swappable", Arc::new(v2))
+        .deploy("swappable", read(guests::ECHO), Trigger::Api)
+        .await
         .unwrap();
-    assert_eq!(previous.ident, v1.ident);
-    drop((previous, v1));
+    assert_ne!(v2, v1);
 
     // The old version drains: the slow request still holds it.
     let draining = server.app.plugins.draining();
     assert_eq!(draining.len(), 1, "{draining:?}");
+    assert_eq!(draining[0].ident, *v1);
     assert_eq!(draining[0].in_flight, 1);
 
     // New requests are served by v2 at once.
     let fresh = server.post("/swap/WO-2", &body).await;
     assert_eq!(fresh.status, 200, "{}", fresh.text);
-    assert!(fresh.json["OrderNum"].as_str().unwrap().starts_with("FU-"));
+    assert_eq!(fresh.plugin, v2.to_string());
+    assert!(fresh.json["OrderNum"].as_str().unwrap().starts_with('{'));
 
     // The request started before the swap finishes on v1.
     let slow = slow.await.unwrap();
     assert_eq!(slow.status, 200, "{}", slow.text);
     assert_eq!(slow.json["OrderNum"], "SLOW-v1");
+    assert_eq!(slow.plugin, v1.to_string());
     assert!(server.app.plugins.draining().is_empty());
+    assert_eq!(server.app.metrics.swap_count("swappable", Trigger::Api), 1);
 }
 
 #[tokio::test]
-async fn deploy_admits_a_new_version_refuses_a_broken_one_and_rolls_back() {
-    let server = Server::start().await;
+async fn a_component_renamed_over_the_watched_file_serves_and_partial_writes_are_ignored() {
+    let dir = temp_dir("watched");
+    let path = dir.join("booker.wasm");
+    std::fs::copy(guests::ECHO, &path).unwrap();
+    let extra = format!(
+        "[plugins.watched]\npath = {path:?}\n[plugins.watched.config]\nbehaviour = \"slow\"\n\
+         sleep_ms = \"0\"\ntag = \"file\"\n\
+         [[routes]]\npath = \"/watched/{{0}}\"\nkind = \"book-job\"\nplugin = \"watched\"\n"
+    );
+    let server = Server::with_config(&extra).await;
+    let _watcher = watch::watch(server.app.clone(), Duration::from_millis(5)).unwrap();
     let body = example("book-job.minimal.json");
-    let booked = |answer: &crate::support::Answer| {
-        answer.json["OrderNum"].as_str().unwrap_or("").to_string()
-    };
-    let v1 = server.app.plugin("capacity-booker").unwrap().ident.clone();
-    let before = server.post("/workorders/WO-1/followup", &body).await;
-    assert!(booked(&before).starts_with("FU-"), "{}", before.text);
+    let version = || server.app.plugin("watched").unwrap().ident.clone();
+    let v1 = version();
+    assert!(
+        server.post("/watched/WO-1", &body).await.json["OrderNum"]
+            .as_str()
+            .unwrap()
+            .starts_with('{')
+    );
 
-    // The echo guest books but does not search: refused for a plugin that serves the
-    // appointments route, and v1 keeps serving.
+    // Publish v2 the atomic way: write beside, rename over.
+    let staged = dir.join(".booker.wasm.tmp");
+    std::fs::copy(guests::HOSTILE, &staged).unwrap();
+    std::fs::rename(&staged, &path).unwrap();
+    eventually("v2 serves", || version() != v1).await;
+    let v2 = version();
+    let answer = server.post("/watched/WO-1", &body).await;
+    assert_eq!(answer.json["OrderNum"], "SLOW-file", "{}", answer.text);
+    assert_eq!(server.app.metrics.swap_count("watched", Trigger::File), 1);
+
+    // A file being written in place is not read before it is closed.
     let echo = std::fs::read(guests::ECHO).unwrap();
-    let refused = server.app.deploy("capacity-booker", &echo).unwrap_err();
+    let mut writing = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut writing, &echo[..echo.len() / 2]).unwrap();
+    std::io::Write::flush(&mut writing).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(version(), v2);
+    assert_eq!(
+        server.app.metrics.rejected_count("watched", Trigger::File),
+        0
+    );
+    std::io::Write::write_all(&mut writing, &echo[echo.len() / 2..]).unwrap();
+    drop(writing);
+    eventually("the completed file serves", || version() == v1).await;
+
+    // A damaged file is refused and counted; the serving version stays.
+    std::fs::write(&staged, &echo[..echo.len() / 3]).unwrap();
+    std::fs::rename(&staged, &path).unwrap();
+    eventually("the damaged file is refused", || {
+        server.app.metrics.rejected_count("watched", Trigger::File) == 1
+    })
+    .await;
+    assert_eq!(version(), v1);
+    assert_eq!(server.post("/watched/WO-1", &body).await.status, 200);
+
+    // Other files in the directory are not candidates.
+    std::fs::copy(guests::HOSTILE, dir.join("other.wasm")).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(version(), v1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A component that is well formed but does not validate: a function that returns nothing
+/// where it promises an `i32`, stamped with this host's WIT version.
+fn does_not_compile() -> Arc<[u8]> {
+    let bytes = wat::parse_str("(component (core module (func (result i32))))").unwrap();
+    Arc::from(component::with_custom_section(
+        &bytes,
+        loader::VERSION_SECTION,
+        loader::HOST_WIT_VERSION.as_bytes(),
+    ))
+}
+
+#[tokio::test]
+async fn broken_candidates_are_refused_with_their_reason_and_v2_keeps_serving() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/spec/examples/book-job.minimal.json");
+    let extra = format!(
+        "[plugins.gated]\npath = {booker:?}\nsamples = [{sample:?}]\n\
+         [plugins.gated.config]\nnow = \"2024-06-17T12:00:00Z\"\nutc_offset_minutes = \"-240\"\n\
+         [[routes]]\npath = \"/gated/{{0}}\"\nkind = \"book-job\"\nplugin = \"gated\"\n",
+        booker = guests::CAPACITY_BOOKER,
+    );
+    let server = Server::with_config(&extra).await;
+    let app = &server.app;
+    let body = example("book-job.minimal.json");
+
+    let v2 = app
+        .deploy(
+            "gated",
+            rebuilt(&read(guests::CAPACITY_BOOKER), "v2"),
+            Trigger::Api,
+        )
+        .await
+        .unwrap();
+    let serves_v2 = || async {
+        let answer = server.post("/gated/WO-1", &body).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(answer.plugin, v2.to_string());
+    };
+    serves_v2().await;
+
+    let cases: Vec<(&str, Arc<[u8]>, &str)> = vec![
+        ("does not compile", does_not_compile(), "does not compile"),
+        (
+            "wrong WIT major",
+            Arc::from(component::restamp(
+                &read(guests::ECHO),
+                loader::HOST_WIT_VERSION,
+                "1.0.0",
+            )),
+            "built for WIT servicemobility:booking@1.0.0",
+        ),
+        (
+            "fails a sample",
+            read(guests::TRAP),
+            "book-job.minimal.json on route /gated/{0} failed with plugin-trap",
+        ),
+        (
+            "not a component",
+            Arc::from(&b"not wasm"[..]),
+            "not a WebAssembly component",
+        ),
+    ];
+    for (i, (case, bytes, reason)) in cases.into_iter().enumerate() {
+        let refused = app.deploy("gated", bytes, Trigger::Api).await.unwrap_err();
+        assert!(refused.to_string().contains(reason), "{case}: {refused}");
+        assert_eq!(app.plugin("gated").unwrap().ident, v2, "{case}");
+        assert_eq!(
+            app.metrics.rejected_count("gated", Trigger::Api),
+            i as u64 + 1
+        );
+        serves_v2().await;
+    }
+
+    // A missing export: the example plugin's routes need search, which echo lacks.
+    let refused = app
+        .deploy("capacity-booker", read(guests::ECHO), Trigger::Api)
+        .await
+        .unwrap_err();
     assert!(
         refused
             .to_string()
             .contains("does not export servicemobility:booking/appointments"),
         "{refused}"
     );
-    let garbage = server
-        .app
-        .deploy("capacity-booker", b"not wasm")
-        .unwrap_err();
     assert!(
-        garbage.to_string().contains("not a WebAssembly component"),
-        "{garbage}"
+        app.deploy("nobody", read(guests::ECHO), Trigger::Api)
+            .await
+            .is_err()
     );
-    assert!(server.app.deploy("nobody", &echo).is_err());
-    assert_eq!(server.app.plugin("capacity-booker").unwrap().ident, v1);
+    assert_eq!(app.metrics.swap_count("gated", Trigger::Api), 1);
+}
 
-    // The echo plugin's route takes a new version: its answers change.
-    let hostile = std::fs::read(guests::HOSTILE).unwrap();
-    let echo_v1 = server.app.plugin("echo").unwrap().ident.clone();
-    let v2 = server.app.deploy("echo", &hostile).unwrap();
-    assert_ne!(v2, echo_v1);
-    let after = server.post("/echo/WO-1", &body).await;
+#[tokio::test]
+async fn rollback_serves_an_earlier_version_again() {
+    let server = Server::start().await;
+    let app = &server.app;
+    let body = example("book-job.minimal.json");
+    let v1 = app.plugin("echo").unwrap().ident.clone();
+    let v2 = app
+        .deploy("echo", read(guests::HOSTILE), Trigger::Api)
+        .await
+        .unwrap();
     // The hostile guest without a `behaviour` answers that it has none.
-    after.assert_error(500, "booking-failed");
+    server
+        .post("/echo/WO-1", &body)
+        .await
+        .assert_error(500, "booking-failed");
 
-    // Rolling back to the first version restores its answers.
-    let back = server.app.rollback("echo", &echo_v1.version).unwrap();
-    assert_eq!(back.version, echo_v1.version);
+    let back = app.rollback("echo", &v1.version).await.unwrap();
+    assert_eq!(back, v1);
     let restored = server.post("/echo/WO-1", &body).await;
     assert_eq!(restored.status, 200, "{}", restored.text);
-    assert!(server.app.rollback("echo", "sha256:000000000000").is_err());
+    assert_eq!(restored.plugin, v1.to_string());
+    // ... and forward again.
+    assert_eq!(app.rollback("echo", &v2.version).await.unwrap(), v2);
+    assert!(app.rollback("echo", "sha256:000000000000").await.is_err());
+    assert!(app.rollback("echo", "sha256:").await.is_err());
+    assert_eq!(app.metrics.swap_count("echo", Trigger::Rollback), 2);
+}
+
+#[tokio::test]
+async fn deployed_versions_and_rollback_targets_survive_a_restart() {
+    let dir = temp_dir("restart");
+    let file: PathBuf = dir.join("echo.wasm");
+    std::fs::copy(guests::ECHO, &file).unwrap();
+    let extra = format!(
+        "[plugins.kept]\npath = {file:?}\n\
+         [[routes]]\npath = \"/kept/{{0}}\"\nkind = \"book-job\"\nplugin = \"kept\"\n"
+    );
+    let config = || {
+        let mut c = test_config(&extra);
+        c.versions_dir = dir.join("versions");
+        c
+    };
+    let first = app(config()).await;
+    let v1 = first.plugin("kept").unwrap().ident.clone();
+    let v2 = first
+        .deploy("kept", read(guests::HOSTILE), Trigger::Api)
+        .await
+        .unwrap();
+    drop(first);
+
+    // The config still names v1's file: the deployed v2 serves after the restart.
+    let second = app(config()).await;
+    assert_eq!(second.plugin("kept").unwrap().ident, v2);
+    // v1 is still a rollback target.
+    assert_eq!(second.rollback("kept", &v1.version).await.unwrap(), v1);
+    drop(second);
+
+    // Rolled back before the restart: v1 serves after it.
+    let third = app(config()).await;
+    assert_eq!(third.plugin("kept").unwrap().ident, v1);
+    drop(third);
+
+    // The file itself replaced while the host was down: the file wins.
+    std::fs::copy(guests::TRAP, &file).unwrap();
+    let fourth = app(config()).await;
+    let v3 = fourth.plugin("kept").unwrap().ident.clone();
+    assert_ne!(v3, v1);
+    assert_ne!(v3, v2);
+    assert_eq!(fourth.rollback("kept", &v2.version).await.unwrap(), v2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn shutdown_finishes_requests_in_flight_then_stops_accepting() {
+    let extra = format!(
+        "[plugins.slow]\npath = {:?}\n[plugins.slow.config]\nbehaviour = \"slow\"\n\
+         sleep_ms = \"300\"\ntag = \"last\"\n\
+         [[routes]]\npath = \"/slow/{{0}}\"\nkind = \"book-job\"\nplugin = \"slow\"\n",
+        guests::HOSTILE
+    );
+    let app = Arc::new(app(test_config(&extra)).await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(followup_host::run(listener, app, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let body = example("book-job.minimal.json");
+    let slow = tokio::spawn(crate::support::send(
+        client
+            .post(format!("http://{addr}/slow/WO-1"))
+            .header("content-type", "application/json")
+            .header("x-access-token", crate::support::token(3600))
+            .body(body),
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status, 200, "{}", slow.text);
+    assert_eq!(slow.json["OrderNum"], "SLOW-last");
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("run returns once the last request is answered")
+        .unwrap()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }

@@ -3,24 +3,25 @@
 use crate::support::{config_text, runtime, shared_runtime_config};
 use followup_host::App;
 use followup_host::config::Config;
-use followup_host::plugin::loader::{self, LoadError, VERSION_SECTION};
+use followup_host::plugin::loader::{self, LoadError};
 use followup_host::plugin::manifest::PluginManifest;
-use followup_tests::guests;
+use followup_tests::{component, guests};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 fn manifest() -> PluginManifest {
     toml::from_str("path = \"unused.wasm\"").unwrap()
 }
 
 fn load(bytes: &[u8]) -> Result<(), LoadError> {
-    loader::load_bytes(&runtime(), "candidate", &manifest(), bytes).map(|_| ())
+    loader::load_bytes(&runtime(), "candidate", &manifest(), Arc::from(bytes)).map(|_| ())
 }
 
 #[test]
 fn every_guest_loads_and_reports_its_exports() {
     for path in guests::ALL {
         let bytes = std::fs::read(path).unwrap();
-        let plugin = loader::load_bytes(&runtime(), "g", &manifest(), &bytes).unwrap();
+        let plugin = loader::load_bytes(&runtime(), "g", &manifest(), Arc::from(bytes)).unwrap();
         assert_eq!(plugin.wit_version, loader::HOST_WIT_VERSION);
         assert!(plugin.book.is_some(), "{path}");
         assert_eq!(
@@ -34,15 +35,7 @@ fn every_guest_loads_and_reports_its_exports() {
 #[test]
 fn a_plugin_built_for_another_wit_major_is_refused_before_compiling() {
     let bytes = std::fs::read(guests::ECHO).unwrap();
-    // A custom section's name is followed directly by its data.
-    let stamp = format!("{VERSION_SECTION}{}", loader::HOST_WIT_VERSION);
-    let at = bytes
-        .windows(stamp.len())
-        .position(|w| w == stamp.as_bytes())
-        .expect("the SDK stamps the WIT version");
-    let mut patched = bytes.clone();
-    let version_at = at + VERSION_SECTION.len();
-    patched[version_at..version_at + 5].copy_from_slice(b"1.0.0");
+    let patched = component::restamp(&bytes, loader::HOST_WIT_VERSION, "1.0.0");
     let err = load(&patched).unwrap_err();
     assert!(
         matches!(err, LoadError::IncompatibleWit(_, ref v) if v == "1.0.0"),

@@ -131,6 +131,45 @@ plugin = "looper"
     ) + &hostile_config()
 }
 
+/// The standard test config with `extra` (TOML) prepended; compiled plugins are cached
+/// and versions kept outside the tree (versions in a directory of the test's own).
+pub fn test_config(extra: &str) -> Config {
+    let mut config = Config::parse(&config_text(extra), Path::new(".")).expect("config");
+    // Servers with a runtime of their own cache compiled plugins outside the tree.
+    config.cache_dir = std::env::temp_dir().join("followup-tests-cache");
+    config.versions_dir = temp_dir("versions");
+    config
+}
+
+/// Builds the app of `config` (on the shared runtime unless it sets its own `[runtime]`).
+pub async fn app(mut config: Config) -> App {
+    let shared = config.runtime == RuntimeConfig::default();
+    if shared {
+        config.runtime = shared_runtime_config();
+    }
+    tokio::task::spawn_blocking(move || {
+        if shared {
+            App::with_runtime(&config, runtime())
+        } else {
+            App::new(&config)
+        }
+    })
+    .await
+    .expect("join")
+    .expect("app")
+}
+
+/// A new, empty directory under the system's temporary directory.
+pub fn temp_dir(label: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("followup-tests-{label}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A host serving the standard test routes on 127.0.0.1 at an ephemeral port.
 pub struct Server {
     pub base: String,
@@ -147,23 +186,12 @@ impl Server {
     /// `extra` is TOML placed before the standard plugins and routes, e.g.
     /// `status_mode = "http"`. A `[runtime]` table gets the server a runtime of its own.
     pub async fn with_config(extra: &str) -> Server {
-        let mut config = Config::parse(&config_text(extra), Path::new(".")).expect("config");
-        // Servers with a runtime of their own cache compiled plugins outside the tree.
-        config.cache_dir = std::env::temp_dir().join("followup-tests-cache");
-        let shared = config.runtime == RuntimeConfig::default();
-        if shared {
-            config.runtime = shared_runtime_config();
-        }
-        let app = tokio::task::spawn_blocking(move || {
-            if shared {
-                App::with_runtime(&config, runtime())
-            } else {
-                App::new(&config)
-            }
-        })
-        .await
-        .expect("join")
-        .expect("app");
+        let app = app(test_config(extra)).await;
+        Server::serving(app).await
+    }
+
+    /// Serves `app` until the server is dropped.
+    pub async fn serving(app: App) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -202,17 +230,22 @@ impl Server {
 pub async fn send(request: reqwest::RequestBuilder) -> Answer {
     let response = request.send().await.expect("request");
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let content_type = header("content-type");
+    let plugin = header("x-followup-plugin");
     let text = response.text().await.expect("body");
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
     Answer {
         status,
         content_type,
+        plugin,
         text,
         json,
     }
@@ -223,6 +256,8 @@ pub async fn send(request: reqwest::RequestBuilder) -> Answer {
 pub struct Answer {
     pub status: u16,
     pub content_type: String,
+    /// The plugin version that answered (`x-followup-plugin`), if one did.
+    pub plugin: String,
     pub text: String,
     pub json: Value,
 }

@@ -35,11 +35,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The header carrying the request id on every answer.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// The header naming the plugin version (`name@sha256:…`) that answered.
+pub const PLUGIN_VERSION: &str = "x-followup-plugin";
+
 /// Serves one request; never fails: every error becomes the Standard Response Object.
 pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
+    let started = std::time::Instant::now();
     let request_id = request_id(request.headers());
-    let mut response = match serve(&app, request, &request_id).await {
-        Ok(response) => response,
+    let mut seen = Seen::default();
+    let (mut response, outcome) = match serve(&app, request, &request_id, &mut seen).await {
+        Ok(response) => (response, "ok"),
         Err(err) => {
             if let Some(plugin) = &err.plugin {
                 app.metrics.count_failure(plugin, err.kind.code());
@@ -47,18 +52,44 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
             if err.kind != ErrorKind::InvalidRequest && err.kind != ErrorKind::NotFound {
                 tracing::info!(request_id, kind = err.kind.code(), "{}", err.detail);
             }
-            err.with_mode(app.status_mode)
+            let outcome = err.kind.code();
+            let response = err
+                .with_mode(app.status_mode)
                 .with_request_id(&request_id)
-                .into_response()
+                .into_response();
+            (response, outcome)
         }
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
+    if let Some(plugin) = &seen.plugin
+        && let Ok(value) = HeaderValue::from_str(&plugin.to_string())
+    {
+        response.headers_mut().insert(PLUGIN_VERSION, value);
+    }
+    app.metrics.observe(
+        seen.route.unwrap_or(crate::metrics::NO_ROUTE),
+        seen.plugin.as_deref(),
+        outcome,
+        started.elapsed(),
+    );
     response
 }
 
-async fn serve(app: &App, request: Request, request_id: &str) -> Result<Response, ApiError> {
+/// What a request reached, for its metrics and headers.
+#[derive(Default)]
+struct Seen<'a> {
+    route: Option<&'a str>,
+    plugin: Option<Arc<crate::plugin::PluginIdent>>,
+}
+
+async fn serve<'a>(
+    app: &'a App,
+    request: Request,
+    request_id: &str,
+    seen: &mut Seen<'a>,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     app.limits.check_headers(&parts.headers)?;
     let (route, work_order_id) = match app.routes.find(parts.uri.path()) {
@@ -78,6 +109,7 @@ async fn serve(app: &App, request: Request, request_id: &str) -> Result<Response
             ));
         }
     };
+    seen.route = Some(&route.name);
     if parts.method != Method::POST {
         return Err(ApiError::new(
             ErrorKind::MethodNotAllowed,
@@ -113,6 +145,7 @@ async fn serve(app: &App, request: Request, request_id: &str) -> Result<Response
             format!("plugin {} is not loaded", route.plugin),
         )
     })?;
+    seen.plugin = Some(plugin.ident.clone());
     let ctx = RequestContext {
         idempotency_key: idempotency_key(&route.name, work_order_id.as_deref(), &json),
         work_order_id,
@@ -120,17 +153,31 @@ async fn serve(app: &App, request: Request, request_id: &str) -> Result<Response
         request_id: request_id.to_string(),
         claims,
     };
-    let answer = match route.kind {
+    let bytes = answer(&app.runtime, &plugin, route.kind, &ctx, &json).await?;
+    Ok(json_response(bytes))
+}
+
+/// Runs `plugin` on a parsed request (a route's or an admission sample's): decodes it into
+/// the contract's types, calls the plugin in a fresh sandboxed instance, checks its answer
+/// against the contract and its size limit, and encodes it.
+pub async fn answer(
+    runtime: &crate::runtime::PluginRuntime,
+    plugin: &crate::plugin::LoadedPlugin,
+    kind: RouteKind,
+    ctx: &RequestContext,
+    json: &Value,
+) -> Result<Vec<u8>, ApiError> {
+    let answer = match kind {
         RouteKind::BookJob => {
-            let job = contract::decode::<BookJob>(&json).map_err(ApiError::invalid)?;
-            let answer = app.runtime.book(&plugin, &ctx, &job).await?;
+            let job = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
+            let answer = runtime.book(plugin, ctx, &job).await?;
             let response =
                 answer.map_err(|e| ApiError::from_booking(e).for_plugin(&plugin.ident))?;
             contract::encode::<BookJobResponse>(&response)
         }
         RouteKind::AppointmentSearch => {
-            let query = contract::decode::<BookJob>(&json).map_err(ApiError::invalid)?;
-            let answer = app.runtime.search(&plugin, &ctx, &query).await?;
+            let query = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
+            let answer = runtime.search(plugin, ctx, &query).await?;
             let response =
                 answer.map_err(|e| ApiError::from_booking(e).for_plugin(&plugin.ident))?;
             contract::encode::<AppointmentSearchResponse>(&response)
@@ -157,7 +204,7 @@ async fn serve(app: &App, request: Request, request_id: &str) -> Result<Response
         )
         .for_plugin(&plugin.ident));
     }
-    Ok(json_response(bytes))
+    Ok(bytes)
 }
 
 fn json_response(bytes: Vec<u8>) -> Response {

@@ -61,7 +61,7 @@ pub fn load_file(
         path: manifest.path.display().to_string(),
         source,
     })?;
-    load_bytes(runtime, name, manifest, &bytes)
+    load_bytes(runtime, name, manifest, Arc::from(bytes))
 }
 
 /// Checks, compiles and pre-instantiates a component.
@@ -69,14 +69,14 @@ pub fn load_bytes(
     runtime: &PluginRuntime,
     name: &str,
     manifest: &PluginManifest,
-    bytes: &[u8],
+    bytes: Arc<[u8]>,
 ) -> Result<LoadedPlugin, LoadError> {
-    let hash = content_hash(bytes);
+    let hash = content_hash(&bytes);
     let ident = PluginIdent {
         name: name.to_string(),
         version: format!("sha256:{}", &hash[..12]),
     };
-    let scan = scan(bytes).map_err(|e| LoadError::NotAComponent(ident.clone(), e))?;
+    let scan = scan(&bytes).map_err(|e| LoadError::NotAComponent(ident.clone(), e))?;
     let wit_version = scan
         .stamped_version
         .or(scan.export_version)
@@ -87,7 +87,7 @@ pub fn load_bytes(
 
     let engine = runtime.engine();
     let component = runtime
-        .compile(&hash, bytes)
+        .compile(&hash, &bytes)
         .map_err(|e| LoadError::Compile(ident.clone(), format!("{e:#}")))?;
     for (import, _) in component.component_type().imports(engine) {
         if !(import.starts_with("wasi:") || import.starts_with(PACKAGE)) {
@@ -112,7 +112,8 @@ pub fn load_bytes(
         limits: manifest.limits,
         config: Arc::new(manifest.config.clone()),
         slots: tokio::sync::Semaphore::new(manifest.limits.max_concurrency as usize),
-        bytes: Arc::from(bytes),
+        hash,
+        bytes,
     })
 }
 

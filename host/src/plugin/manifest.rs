@@ -18,6 +18,11 @@ pub struct PluginManifest {
     /// Values the plugin reads through the `config` host service. Default: none.
     #[serde(default)]
     pub config: HashMap<String, String>,
+    /// Requests (Book Job JSON files, relative to the config file) every new version must
+    /// answer without error before it serves: the admission gate runs each through every
+    /// kind of route the plugin serves. Default: none.
+    #[serde(default)]
+    pub samples: Vec<PathBuf>,
     /// Keys that are neither the above nor a limit: refused by the config check (serde
     /// cannot deny unknown fields through a flattened struct).
     #[serde(flatten)]

@@ -1,5 +1,6 @@
 //! Plugins: a customer's component, checked, compiled and ready to instantiate.
 
+pub mod history;
 pub mod loader;
 pub mod manifest;
 pub mod registry;
@@ -40,6 +41,8 @@ pub struct LoadedPlugin {
     pub config: Arc<HashMap<String, String>>,
     /// Bounds the calls of this plugin in flight (`max_concurrency`).
     pub slots: tokio::sync::Semaphore,
+    /// The component's SHA-256 in hex (the version is its first 12 digits).
+    pub hash: String,
     /// The component itself, kept for rollback once this version is replaced.
     pub bytes: Arc<[u8]>,
 }

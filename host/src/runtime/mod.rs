@@ -81,6 +81,7 @@ pub struct PluginRuntime {
     /// Components compiled, and components loaded from the disk cache instead.
     compiles: AtomicU64,
     cache_hits: AtomicU64,
+    memory_hits: AtomicU64,
     slots: Semaphore,
     queue_timeout: Duration,
     /// The settings the runtime was built with.
@@ -115,6 +116,7 @@ impl PluginRuntime {
             cache_dir: None,
             compiles: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
+            memory_hits: AtomicU64::new(0),
             slots: Semaphore::new(rt.max_instances.max(1) as usize),
             queue_timeout: Duration::from_millis(rt.queue_timeout_ms),
             fuel: rt.fuel,
@@ -145,6 +147,28 @@ impl PluginRuntime {
         )
     }
 
+    /// Appends the compile counters in the Prometheus text format to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "# HELP followup_component_loads_total Components made ready, by source: compiled, \
+             the disk cache, or already in memory.\n\
+             # TYPE followup_component_loads_total counter"
+        );
+        for (source, counter) in [
+            ("compiled", &self.compiles),
+            ("disk-cache", &self.cache_hits),
+            ("memory", &self.memory_hits),
+        ] {
+            let _ = writeln!(
+                out,
+                "followup_component_loads_total{{source=\"{source}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+    }
+
     /// The settings the runtime was built with.
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
@@ -162,6 +186,7 @@ impl PluginRuntime {
     /// this process or (with a cache directory) by an earlier run.
     pub fn compile(&self, hash: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
         if let Some(c) = lock(&self.compiled).get(hash) {
+            self.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(c.clone());
         }
         let cached = self

@@ -20,6 +20,7 @@ fn main() {
     let types = format!("servicemobility:booking/types@{version}");
     let log = format!("servicemobility:booking/log@{version}");
     let config = format!("servicemobility:booking/config@{version}");
+    let kv = format!("servicemobility:booking/kv@{version}");
     let generated = format!(
         r####"
 /// The version of the `servicemobility:booking` WIT package this SDK implements.
@@ -40,6 +41,7 @@ macro_rules! __followup_world {{
                 "{types}": ::followup_sdk::types,
                 "{log}": ::followup_sdk::__bindings::servicemobility::booking::log,
                 "{config}": ::followup_sdk::__bindings::servicemobility::booking::config,
+                "{kv}": ::followup_sdk::__bindings::servicemobility::booking::kv,
             }},
         }});
     }};

@@ -26,7 +26,8 @@
 //! - [`json`]: the same JSON mapping the host uses, for plugins that forward or store JSON;
 //! - [`time`]: contract date-times as [`time::Timestamp`];
 //! - [`validate`]: the recommended Book Job validation profile;
-//! - [`log`] and [`config`]: the host services every plugin may call.
+//! - [`log`] and [`config`]: the host services every plugin may call;
+//! - [`kv`]: the key-value store, when the operator grants it.
 //!
 //! The SDK stamps the WIT version it implements ([`WIT_VERSION`]) into every component, and
 //! the host refuses a component built for an incompatible version before running it.
@@ -111,6 +112,137 @@ pub mod config {
         get(key)
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(default)
+    }
+}
+
+/// The key-value store, namespaced to the plugin; the operator grants it with `kv = true`
+/// under `[plugins.NAME]` (a plugin that uses it without the grant is refused at load).
+///
+/// A booking's writes take effect together with the record of its answer, only if the
+/// booking succeeds and nothing it read changed meanwhile (else the host runs it again), so
+/// [`increment`] and [`compare_and_swap`] are race-free and a retried booking never writes
+/// twice. During an appointment search the store is read-only.
+///
+/// Built natively (unit tests, benchmarks), the same functions use an in-memory store of
+/// the current thread, emptied by [`reset`].
+pub mod kv {
+    pub use crate::__bindings::servicemobility::booking::kv::KvError;
+
+    #[cfg(target_arch = "wasm32")]
+    use crate::__bindings::servicemobility::booking::kv as host;
+
+    /// The value at `key`, if any.
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        host::get(key)
+    }
+
+    /// The value at `key` as UTF-8 text, if any (lossy).
+    pub fn get_string(key: &str) -> Result<Option<String>, KvError> {
+        Ok(get(key)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Sets `key` to `value`.
+    pub fn set(key: &str, value: &[u8]) -> Result<(), KvError> {
+        host::set(key, value)
+    }
+
+    /// Deletes `key`; whether it existed.
+    pub fn delete(key: &str) -> Result<bool, KvError> {
+        host::delete(key)
+    }
+
+    /// The keys starting with `prefix`, in byte order, at most `limit` (and 1,000).
+    pub fn list_keys(prefix: &str, limit: u32) -> Result<Vec<String>, KvError> {
+        host::list_keys(prefix, limit)
+    }
+
+    /// Adds `delta` to the decimal integer at `key` (absent counts as 0); the new value.
+    pub fn increment(key: &str, delta: i64) -> Result<i64, KvError> {
+        host::increment(key, delta)
+    }
+
+    /// Sets `key` to `new` (deletes it when `None`) if its value is `expected` (`None`:
+    /// absent); whether it did.
+    pub fn compare_and_swap(
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, KvError> {
+        host::compare_and_swap(key, expected, new)
+    }
+
+    /// Empties the native in-memory store of the current thread.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn reset() {
+        host::STORE.with(|s| s.borrow_mut().clear());
+    }
+
+    /// The native stand-in: the host's semantics on a map of the current thread.
+    #[cfg(not(target_arch = "wasm32"))]
+    mod host {
+        use super::KvError;
+        use std::cell::RefCell;
+        use std::collections::BTreeMap;
+
+        thread_local! {
+            pub(super) static STORE: RefCell<BTreeMap<String, Vec<u8>>> = const { RefCell::new(BTreeMap::new()) };
+        }
+
+        pub fn get(key: &str) -> Result<Option<Vec<u8>>, KvError> {
+            Ok(STORE.with(|s| s.borrow().get(key).cloned()))
+        }
+
+        pub fn set(key: &str, value: &[u8]) -> Result<(), KvError> {
+            STORE.with(|s| s.borrow_mut().insert(key.to_string(), value.to_vec()));
+            Ok(())
+        }
+
+        pub fn delete(key: &str) -> Result<bool, KvError> {
+            Ok(STORE.with(|s| s.borrow_mut().remove(key).is_some()))
+        }
+
+        pub fn list_keys(prefix: &str, limit: u32) -> Result<Vec<String>, KvError> {
+            Ok(STORE.with(|s| {
+                s.borrow()
+                    .range(prefix.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .take(limit.min(1000) as usize)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            }))
+        }
+
+        pub fn increment(key: &str, delta: i64) -> Result<i64, KvError> {
+            let current = match get(key)? {
+                None => 0,
+                Some(v) => std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<i64>().ok())
+                    .ok_or_else(|| KvError::NotANumber(format!("{key:?} is not a number")))?,
+            };
+            let next = current
+                .checked_add(delta)
+                .ok_or_else(|| KvError::NotANumber(format!("{key:?} overflows")))?;
+            set(key, next.to_string().as_bytes())?;
+            Ok(next)
+        }
+
+        pub fn compare_and_swap(
+            key: &str,
+            expected: Option<&[u8]>,
+            new: Option<&[u8]>,
+        ) -> Result<bool, KvError> {
+            if get(key)?.as_deref() != expected {
+                return Ok(false);
+            }
+            match new {
+                Some(v) => set(key, v)?,
+                None => {
+                    delete(key)?;
+                }
+            }
+            Ok(true)
+        }
     }
 }
 

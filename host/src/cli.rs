@@ -242,6 +242,7 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
     // One line on stdout that scripts and tests can wait for.
     println!("followup listening on http://{addr}");
     let app = Arc::new(app);
+    let _pruning = app.prune_journal_periodically();
     let _watcher = if config.watch.enabled {
         Some(crate::watch::watch(app.clone(), config.watch.debounce())?)
     } else {

@@ -51,6 +51,9 @@ pub struct Config {
     /// (relative to the config file). Default `data/versions`; `""` keeps them in memory.
     #[serde(default = "default_versions_dir")]
     pub versions_dir: PathBuf,
+    /// The store: plugins' key-value data and the idempotency journal.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Watching the plugin files for new versions.
     #[serde(default)]
     pub watch: WatchConfig,
@@ -105,6 +108,25 @@ impl WatchConfig {
     }
 }
 
+/// `[store]`: where bookings and plugins' data are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The SQLite file (relative to the config file). Default `data/followup.db`.
+    pub path: PathBuf,
+    /// How long a completed booking is answered from the journal. Default 168 (7 days).
+    pub journal_retention_hours: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("data/followup.db"),
+            journal_retention_hours: 168,
+        }
+    }
+}
+
 fn default_versions_dir() -> PathBuf {
     PathBuf::from("data/versions")
 }
@@ -135,6 +157,9 @@ impl Config {
         let mut config: Config = toml::from_str(text)?;
         if config.cache_dir.is_relative() {
             config.cache_dir = base.join(&config.cache_dir);
+        }
+        if config.store.path.is_relative() {
+            config.store.path = base.join(&config.store.path);
         }
         if config.versions_dir.is_relative() && !config.versions_dir.as_os_str().is_empty() {
             config.versions_dir = base.join(&config.versions_dir);

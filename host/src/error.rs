@@ -47,6 +47,7 @@ pub enum ErrorKind {
     PluginResponseTooLarge,
     PluginBusy,
     PluginUnavailable,
+    StoreUnavailable,
     Internal,
 }
 
@@ -76,6 +77,7 @@ impl ErrorKind {
             PluginResponseTooLarge => "plugin-response-too-large",
             PluginBusy => "plugin-busy",
             PluginUnavailable => "plugin-unavailable",
+            StoreUnavailable => "store-unavailable",
             Internal => "internal",
         }
     }
@@ -104,6 +106,7 @@ impl ErrorKind {
             PluginResponseTooLarge => "Booking rule answered too much",
             PluginBusy => "Booking rule busy",
             PluginUnavailable => "Booking rule unavailable",
+            StoreUnavailable => "Booking store unavailable",
             Internal => "Internal error",
         }
     }
@@ -133,7 +136,7 @@ impl ErrorKind {
             | PluginMemoryLimit
             | PluginStackOverflow
             | PluginResponseTooLarge => StatusCode::BAD_GATEWAY,
-            PluginBusy | PluginUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            PluginBusy | PluginUnavailable | StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             PluginTimeout | PluginOutOfFuel => StatusCode::GATEWAY_TIMEOUT,
             BookingFailed | Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -10,6 +10,7 @@
 //! - [`contract`]: the contract's records and their JSON mapping (shared with the SDK);
 //! - [`plugin`]: loading and checking components;
 //! - [`runtime`]: the engine, the sandbox and one plugin call;
+//! - [`store`]: plugins' key-value data and the idempotency journal (SQLite);
 //! - [`watch`]: watching plugin files for new versions;
 //! - [`cli`]: the `followup` command line.
 
@@ -22,6 +23,7 @@ pub mod http;
 pub mod metrics;
 pub mod plugin;
 pub mod runtime;
+pub mod store;
 pub mod watch;
 
 use crate::config::Config;
@@ -53,6 +55,14 @@ pub struct App {
     pub history: History,
     /// Serialises swaps, so that the registry and the history agree.
     swapping: Mutex<()>,
+    /// Plugins' key-value data and the idempotency journal.
+    pub store: store::SharedStore,
+    /// Bookings running now, by idempotency key.
+    pub in_flight: http::journal::InFlight,
+    /// Per-plugin locks of the store's namespaces.
+    pub namespaces: http::journal::Namespaces,
+    /// How long completed bookings stay in the journal.
+    pub journal_retention: std::time::Duration,
     pub status_mode: StatusMode,
     pub max_body_bytes: usize,
     pub limits: http::limits::InputLimits,
@@ -96,6 +106,10 @@ impl App {
         let versions_dir =
             (!config.versions_dir.as_os_str().is_empty()).then(|| config.versions_dir.clone());
         let history = History::open(versions_dir)?;
+        let store: store::SharedStore = Arc::new(
+            store::sqlite::SqliteStore::open(&config.store.path)
+                .with_context(|| format!("store {}", config.store.path.display()))?,
+        );
         let mut plugins = HashMap::new();
         let mut samples = HashMap::new();
         for (name, manifest) in &config.plugins {
@@ -130,6 +144,12 @@ impl App {
             samples,
             history,
             swapping: Mutex::default(),
+            store,
+            in_flight: http::journal::InFlight::default(),
+            namespaces: http::journal::Namespaces::new(config.plugins.keys()),
+            journal_retention: std::time::Duration::from_secs(
+                config.store.journal_retention_hours.saturating_mul(3600),
+            ),
             status_mode: config.status_mode,
             max_body_bytes: config.max_body_bytes,
             limits: config.limits,
@@ -263,15 +283,28 @@ impl App {
                     request_id: format!("admission-sample-{i}"),
                     claims: None,
                 };
-                http::answer(&self.runtime, candidate, route.kind, &ctx, &sample.json)
-                    .await
-                    .map_err(|e| DeployError::SampleFailed {
-                        plugin: candidate.ident.to_string(),
-                        sample: sample.file.clone(),
-                        route: route.name.clone(),
-                        kind: e.kind.code(),
-                        detail: e.summary(),
-                    })?;
+                // Samples run with the store, but their writes are never committed.
+                let services = runtime::Services {
+                    kv: candidate
+                        .kv
+                        .then(|| store::kv::KvSession::new(self.store.clone(), name, true)),
+                };
+                http::answer(
+                    &self.runtime,
+                    candidate,
+                    route.kind,
+                    &ctx,
+                    &sample.json,
+                    services,
+                )
+                .await
+                .map_err(|e| DeployError::SampleFailed {
+                    plugin: candidate.ident.to_string(),
+                    sample: sample.file.clone(),
+                    route: route.name.clone(),
+                    kind: e.kind.code(),
+                    detail: e.summary(),
+                })?;
             }
         }
         Ok(())
@@ -375,6 +408,29 @@ pub enum DeployError {
     },
     #[error("plugin {0} has no kept version {1}")]
     UnknownVersion(String, String),
+}
+
+impl App {
+    /// Removes journal records past their retention, now and then every hour, for as long
+    /// as the app lives.
+    pub fn prune_journal_periodically(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let app = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                let Some(app) = app.upgrade() else { return };
+                let before = store::now().saturating_sub(app.journal_retention.as_secs());
+                let store = app.store.clone();
+                drop(app);
+                match tokio::task::spawn_blocking(move || store.prune(before)).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "journal pruned"),
+                    Ok(Err(e)) => tracing::warn!("journal pruning failed: {e}"),
+                    _ => {}
+                }
+            }
+        })
+    }
 }
 
 /// Whether `plugin` exports what a route of `kind` needs.

@@ -32,7 +32,7 @@ fn the_plugin_commands_drive_a_running_host() {
         &config,
         format!(
             "[admin]\nlisten = \"127.0.0.1:0\"\n[token]\nmode = \"off\"\n\
-             [plugins.booker]\npath = {booker:?}\n\
+             [plugins.booker]\npath = {booker:?}\nkv = true\n\
              [[routes]]\npath = \"/workorders/{{0}}/followup\"\nkind = \"book-job\"\nplugin = \"booker\"\n\
              [[routes]]\npath = \"/search\"\nkind = \"appointment-search\"\nplugin = \"booker\"\n"
         ),

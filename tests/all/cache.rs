@@ -18,7 +18,7 @@ fn start(dir: &Path) -> std::sync::Arc<PluginRuntime> {
 
 fn load(runtime: &PluginRuntime) {
     let manifest: PluginManifest =
-        toml::from_str(&format!("path = {:?}", guests::CAPACITY_BOOKER)).unwrap();
+        toml::from_str(&format!("path = {:?}\nkv = true", guests::CAPACITY_BOOKER)).unwrap();
     loader::load_file(runtime, "capacity-booker", &manifest).unwrap();
 }
 

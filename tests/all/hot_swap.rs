@@ -103,7 +103,7 @@ async fn a_component_renamed_over_the_watched_file_serves_and_partial_writes_are
     std::fs::rename(&staged, &path).unwrap();
     eventually("v2 serves", || version() != v1).await;
     let v2 = version();
-    let answer = server.post("/watched/WO-1", &body).await;
+    let answer = server.post("/watched/WO-2", &body).await;
     assert_eq!(answer.json["OrderNum"], "SLOW-file", "{}", answer.text);
     assert_eq!(server.app.metrics.swap_count("watched", Trigger::File), 1);
 
@@ -130,7 +130,7 @@ async fn a_component_renamed_over_the_watched_file_serves_and_partial_writes_are
     })
     .await;
     assert_eq!(version(), v1);
-    assert_eq!(server.post("/watched/WO-1", &body).await.status, 200);
+    assert_eq!(server.post("/watched/WO-3", &body).await.status, 200);
 
     // Other files in the directory are not candidates.
     std::fs::copy(guests::HOSTILE, dir.join("other.wasm")).unwrap();
@@ -155,7 +155,7 @@ async fn broken_candidates_are_refused_with_their_reason_and_v2_keeps_serving() 
     let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/spec/examples/book-job.minimal.json");
     let extra = format!(
-        "[plugins.gated]\npath = {booker:?}\nsamples = [{sample:?}]\n\
+        "[plugins.gated]\npath = {booker:?}\nkv = true\nsamples = [{sample:?}]\n\
          [plugins.gated.config]\nnow = \"2024-06-17T12:00:00Z\"\nutc_offset_minutes = \"-240\"\n\
          [[routes]]\npath = \"/gated/{{0}}\"\nkind = \"book-job\"\nplugin = \"gated\"\n",
         booker = guests::CAPACITY_BOOKER,

@@ -9,4 +9,5 @@ mod http;
 mod limits;
 mod loading;
 mod sandbox;
+mod store;
 mod support;

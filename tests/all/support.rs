@@ -80,6 +80,7 @@ pub fn config_text(extra: &str) -> String {
         r#"{extra}
 [plugins.capacity-booker]
 path = {booker:?}
+kv = true
 [plugins.capacity-booker.config]
 now = "2024-06-17T12:00:00Z"
 utc_offset_minutes = "-240"
@@ -138,6 +139,7 @@ pub fn test_config(extra: &str) -> Config {
     // Servers with a runtime of their own cache compiled plugins outside the tree.
     config.cache_dir = std::env::temp_dir().join("followup-tests-cache");
     config.versions_dir = temp_dir("versions");
+    config.store.path = temp_dir("store").join("followup.db");
     config
 }
 

@@ -38,7 +38,7 @@ fn knob(name: &str, default: u64) -> u64 {
 fn config(plugin: &Path) -> String {
     format!(
         "[token]\nmode = \"off\"\n\
-         [plugins.capacity-booker]\npath = {plugin:?}\n\
+         [plugins.capacity-booker]\npath = {plugin:?}\nkv = true\n\
          [plugins.capacity-booker.config]\nnow = \"2024-06-17T12:00:00Z\"\n\
          utc_offset_minutes = \"-240\"\n\
          [[routes]]\nname = \"followup\"\npath = \"/workorders/{{0}}/followup\"\n\
@@ -80,12 +80,17 @@ async fn load(base: &str, body: &str, clients: u64, secs: u64) -> Seen {
     let until = Instant::now() + Duration::from_secs(secs);
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
-        let url = format!("{base}/workorders/WO-{c}/followup");
         let body = body.to_string();
+        let base = base.to_string();
         tasks.spawn(async move {
             let client = reqwest::Client::new();
             let mut seen = Seen::default();
-            while Instant::now() < until {
+            // A new WorkOrderID each time: a repeated booking is answered by the journal.
+            for n in 0.. {
+                if Instant::now() >= until {
+                    break;
+                }
+                let url = format!("{base}/workorders/WO-{c}-{n}/followup");
                 let started = Instant::now();
                 let answer = client
                     .post(&url)
@@ -173,6 +178,7 @@ fn main() {
     let mut config = Config::parse(&config(&path), Path::new(".")).unwrap();
     config.cache_dir = dir.join("cache");
     config.versions_dir = dir.join("versions");
+    config.store.path = dir.join("followup.db");
     let app = Arc::new(App::new(&config).expect("app"));
     let listener = server_rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

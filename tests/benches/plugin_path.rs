@@ -10,9 +10,13 @@
 use followup_host::contract::{self, types as host};
 use followup_host::plugin::loader;
 use followup_host::plugin::manifest::PluginManifest;
-use followup_host::runtime::PluginRuntime;
 use followup_host::runtime::sandbox::RuntimeConfig;
+use followup_host::runtime::{PluginRuntime, Services};
+use followup_host::store::SharedStore;
+use followup_host::store::kv::KvSession;
+use followup_host::store::sqlite::SqliteStore;
 use followup_tests::guests;
+use std::sync::Arc;
 use std::time::Instant;
 
 const WARMUP: usize = 1_000;
@@ -70,6 +74,8 @@ fn main() {
             .find(|(key, _)| *key == k)
             .map(|(_, v)| v.to_string())
     };
+    // Each side starts from an empty store, so their first answers are equal.
+    followup_sdk::kv::reset();
     let native = || {
         let text = std::str::from_utf8(&body).unwrap();
         let job = followup_sdk::json::decode_text::<followup_sdk::BookJob>(text).unwrap();
@@ -83,11 +89,15 @@ fn main() {
     // Plugin: the same rules as a component, a fresh instance per request.
     let runtime = PluginRuntime::new(&RuntimeConfig::default()).expect("runtime");
     let manifest: PluginManifest = toml::from_str(&format!(
-        "path = {:?}\n[config]\nnow = \"2024-06-17T12:00:00Z\"\nutc_offset_minutes = \"-240\"\n",
+        "path = {:?}\nkv = true\n[config]\nnow = \"2024-06-17T12:00:00Z\"\nutc_offset_minutes = \"-240\"\n",
         guests::CAPACITY_BOOKER
     ))
     .unwrap();
     let plugin = loader::load_file(&runtime, "capacity-booker", &manifest).expect("load");
+    let store_dir =
+        std::env::temp_dir().join(format!("followup-bench-store-{}", std::process::id()));
+    let store: SharedStore =
+        Arc::new(SqliteStore::open(&store_dir.join("bench.db")).expect("store"));
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -95,11 +105,15 @@ fn main() {
     let wasm = || async {
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let job = contract::decode::<host::BookJob>(&value).unwrap();
-        let answer = runtime
-            .book(&plugin, &host_ctx, &job)
+        // The store is read, never committed: every call sees the same sequence number.
+        let services = Services {
+            kv: Some(KvSession::new(store.clone(), "capacity-booker", true)),
+        };
+        let (answer, _) = runtime
+            .book(&plugin, &host_ctx, &job, services)
             .await
-            .unwrap()
             .unwrap();
+        let answer = answer.unwrap();
         let json = contract::encode::<host::BookJobResponse>(&answer).unwrap();
         serde_json::to_vec(&json).unwrap()
     };

@@ -30,7 +30,7 @@ fn config() -> String {
     };
     format!(
         "[token]\nmode = \"off\"\n\
-         [plugins.booker]\npath = {:?}\n[plugins.booker.config]\nnow = \"2024-06-17T12:00:00Z\"\n\
+         [plugins.booker]\npath = {:?}\nkv = true\n[plugins.booker.config]\nnow = \"2024-06-17T12:00:00Z\"\n\
          utc_offset_minutes = \"-240\"\n\
          [[routes]]\npath = \"/workorders/{{0}}/followup\"\nkind = \"book-job\"\nplugin = \"booker\"\n{}{}{}{}",
         guests::CAPACITY_BOOKER,
@@ -78,11 +78,16 @@ async fn throughput(base: &str, body: &str, clients: usize, secs: u64) -> (f64, 
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
         let (ok, failed) = (ok.clone(), failed.clone());
-        let url = format!("{base}/workorders/WO-{c}/followup");
         let body = body.to_string();
+        let base = base.to_string();
         tasks.spawn(async move {
             let client = reqwest::Client::new();
-            while Instant::now() < until {
+            // A new WorkOrderID each time: a repeated booking is answered by the journal.
+            for n in 0.. {
+                if Instant::now() >= until {
+                    break;
+                }
+                let url = format!("{base}/workorders/WO-{c}-{n}/followup");
                 if post(&client, &url, &body).await == 200 {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -111,6 +116,9 @@ fn main() {
         .unwrap();
     let mut config = Config::parse(&config(), Path::new(".")).unwrap();
     config.cache_dir = std::env::temp_dir().join("followup-bench-cache");
+    let data = std::env::temp_dir().join(format!("followup-bench-sandbox-{}", std::process::id()));
+    config.store.path = data.join("followup.db");
+    config.versions_dir = data.join("versions");
     let app = Arc::new(App::new(&config).expect("app"));
     let listener = server_rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

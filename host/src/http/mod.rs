@@ -15,6 +15,7 @@
 //! send its headers within `header_timeout_ms` is disconnected.
 
 pub mod auth;
+pub mod journal;
 pub mod limits;
 pub mod routes;
 
@@ -35,6 +36,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The header carrying the request id on every answer.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// The header set on an answer replayed from the idempotency journal.
+pub const REPLAYED: &str = "x-followup-replayed";
+
 /// The header naming the plugin version (`name@sha256:…`) that answered.
 pub const PLUGIN_VERSION: &str = "x-followup-plugin";
 
@@ -44,6 +48,7 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let request_id = request_id(request.headers());
     let mut seen = Seen::default();
     let (mut response, outcome) = match serve(&app, request, &request_id, &mut seen).await {
+        Ok(response) if seen.replayed => (response, "replayed"),
         Ok(response) => (response, "ok"),
         Err(err) => {
             if let Some(plugin) = &err.plugin {
@@ -64,6 +69,7 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     if let Some(plugin) = &seen.plugin
+        && !seen.replayed
         && let Ok(value) = HeaderValue::from_str(&plugin.to_string())
     {
         response.headers_mut().insert(PLUGIN_VERSION, value);
@@ -82,6 +88,8 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
 struct Seen<'a> {
     route: Option<&'a str>,
     plugin: Option<Arc<crate::plugin::PluginIdent>>,
+    /// Answered from the journal.
+    replayed: bool,
 }
 
 async fn serve<'a>(
@@ -153,8 +161,32 @@ async fn serve<'a>(
         request_id: request_id.to_string(),
         claims,
     };
-    let bytes = answer(&app.runtime, &plugin, route.kind, &ctx, &json).await?;
-    Ok(json_response(bytes))
+    match route.kind {
+        RouteKind::BookJob => match journal::book(app, &plugin, &ctx, &json).await? {
+            journal::Booked::Ran(bytes) => Ok(json_response(bytes)),
+            journal::Booked::Replayed(done) => {
+                seen.replayed = true;
+                let mut response = json_response(done.response);
+                let headers = response.headers_mut();
+                headers.insert(REPLAYED, HeaderValue::from_static("true"));
+                if let Ok(v) = HeaderValue::from_str(&done.plugin) {
+                    headers.insert(PLUGIN_VERSION, v);
+                }
+                Ok(response)
+            }
+        },
+        RouteKind::AppointmentSearch => {
+            // Searches read the store but never change it.
+            let services = crate::runtime::Services {
+                kv: plugin.kv.then(|| {
+                    crate::store::kv::KvSession::new(app.store.clone(), &plugin.ident.name, false)
+                }),
+            };
+            let (bytes, _) =
+                answer(&app.runtime, &plugin, route.kind, &ctx, &json, services).await?;
+            Ok(json_response(bytes))
+        }
+    }
 }
 
 /// Runs `plugin` on a parsed request (a route's or an admission sample's): decodes it into
@@ -166,18 +198,22 @@ pub async fn answer(
     kind: RouteKind,
     ctx: &RequestContext,
     json: &Value,
-) -> Result<Vec<u8>, ApiError> {
+    services: crate::runtime::Services,
+) -> Result<(Vec<u8>, crate::runtime::Services), ApiError> {
+    let used;
     let answer = match kind {
         RouteKind::BookJob => {
             let job = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
-            let answer = runtime.book(plugin, ctx, &job).await?;
+            let (answer, granted) = runtime.book(plugin, ctx, &job, services).await?;
+            used = granted;
             let response =
                 answer.map_err(|e| ApiError::from_booking(e).for_plugin(&plugin.ident))?;
             contract::encode::<BookJobResponse>(&response)
         }
         RouteKind::AppointmentSearch => {
             let query = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
-            let answer = runtime.search(plugin, ctx, &query).await?;
+            let (answer, granted) = runtime.search(plugin, ctx, &query, services).await?;
+            used = granted;
             let response =
                 answer.map_err(|e| ApiError::from_booking(e).for_plugin(&plugin.ident))?;
             contract::encode::<AppointmentSearchResponse>(&response)
@@ -204,7 +240,7 @@ pub async fn answer(
         )
         .for_plugin(&plugin.ident));
     }
-    Ok(bytes)
+    Ok((bytes, used))
 }
 
 fn json_response(bytes: Vec<u8>) -> Response {

@@ -22,6 +22,7 @@ pub const HOST_WIT_VERSION: &str = "0.1.0";
 pub const VERSION_SECTION: &str = "servicemobility:booking-api-version";
 
 const PACKAGE: &str = "servicemobility:booking/";
+const KV: &str = "servicemobility:booking/kv@";
 
 /// Why a component was refused.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub enum LoadError {
     Compile(PluginIdent, String),
     #[error("plugin {0}: imports {1}, which this host does not provide")]
     ForbiddenImport(PluginIdent, String),
+    #[error("plugin {0}: imports {1}, which it is not granted ({2})")]
+    NotGranted(PluginIdent, String, &'static str),
     #[error("plugin {0}: cannot be instantiated: {1}")]
     Link(PluginIdent, String),
 }
@@ -93,6 +96,13 @@ pub fn load_bytes(
         if !(import.starts_with("wasi:") || import.starts_with(PACKAGE)) {
             return Err(LoadError::ForbiddenImport(ident, import.to_string()));
         }
+        if import.starts_with(KV) && !manifest.kv {
+            return Err(LoadError::NotGranted(
+                ident,
+                import.to_string(),
+                "set kv = true under its [plugins.NAME]",
+            ));
+        }
     }
     let pre = runtime
         .linker()
@@ -111,6 +121,7 @@ pub fn load_bytes(
         search,
         limits: manifest.limits,
         config: Arc::new(manifest.config.clone()),
+        kv: manifest.kv,
         slots: tokio::sync::Semaphore::new(manifest.limits.max_concurrency as usize),
         hash,
         bytes,

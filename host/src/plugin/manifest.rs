@@ -18,6 +18,9 @@ pub struct PluginManifest {
     /// Values the plugin reads through the `config` host service. Default: none.
     #[serde(default)]
     pub config: HashMap<String, String>,
+    /// Grants the key-value store (namespaced to this plugin). Default: false.
+    #[serde(default)]
+    pub kv: bool,
     /// Requests (Book Job JSON files, relative to the config file) every new version must
     /// answer without error before it serves: the admission gate runs each through every
     /// kind of route the plugin serves. Default: none.

@@ -39,6 +39,8 @@ pub struct LoadedPlugin {
     pub search: Option<appointments::GuestIndices>,
     pub limits: Limits,
     pub config: Arc<HashMap<String, String>>,
+    /// Whether the plugin may use the key-value store.
+    pub kv: bool,
     /// Bounds the calls of this plugin in flight (`max_concurrency`).
     pub slots: tokio::sync::Semaphore,
     /// The component's SHA-256 in hex (the version is its first 12 digits).

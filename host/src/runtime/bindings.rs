@@ -11,4 +11,4 @@ wasmtime::component::bindgen!({
 
 pub use exports::servicemobility::booking::{appointments, followup};
 pub use servicemobility::booking::types;
-pub use servicemobility::booking::{config, log};
+pub use servicemobility::booking::{config, kv, log};

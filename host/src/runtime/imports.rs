@@ -1,8 +1,10 @@
-//! Host implementations of the WIT imports every plugin gets: logging and configuration.
-//! They are plain Rust and are tested without Wasm.
+//! Host implementations of the WIT imports: logging and configuration (every plugin), and
+//! the key-value store (when granted). They are plain Rust and are tested without Wasm; the
+//! store's semantics live in [`crate::store::kv`].
 
-use super::bindings::{config, log, types};
+use super::bindings::{config, kv, log, types};
 use super::state::PluginState;
+use crate::store::kv::KvError;
 
 impl types::Host for PluginState {}
 
@@ -24,6 +26,58 @@ impl log::Host for PluginState {
 impl config::Host for PluginState {
     fn get(&mut self, key: String) -> Option<String> {
         self.config.get(&key).cloned()
+    }
+}
+
+impl From<KvError> for kv::KvError {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::Denied(m) => kv::KvError::Denied(m),
+            KvError::TooLarge(m) => kv::KvError::TooLarge(m),
+            KvError::NotANumber(m) => kv::KvError::NotANumber(m),
+            KvError::Unavailable(m) => kv::KvError::Unavailable(m),
+        }
+    }
+}
+
+impl PluginState {
+    /// The call's key-value session; a plugin that imports the store is only loaded when
+    /// granted it, so a missing session means a search or a host without a store.
+    fn kv(&mut self) -> Result<&mut crate::store::kv::KvSession, kv::KvError> {
+        self.services.kv.as_mut().ok_or_else(|| {
+            kv::KvError::Denied("the key-value store is not available to this call".into())
+        })
+    }
+}
+
+impl kv::Host for PluginState {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::KvError> {
+        Ok(self.kv()?.get(&key)?)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::KvError> {
+        Ok(self.kv()?.set(&key, value)?)
+    }
+
+    fn delete(&mut self, key: String) -> Result<bool, kv::KvError> {
+        Ok(self.kv()?.delete(&key)?)
+    }
+
+    fn list_keys(&mut self, prefix: String, limit: u32) -> Result<Vec<String>, kv::KvError> {
+        Ok(self.kv()?.list(&prefix, limit)?)
+    }
+
+    fn increment(&mut self, key: String, delta: i64) -> Result<i64, kv::KvError> {
+        Ok(self.kv()?.increment(&key, delta)?)
+    }
+
+    fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, kv::KvError> {
+        Ok(self.kv()?.compare_and_swap(&key, expected, new)?)
     }
 }
 
@@ -54,6 +108,7 @@ mod tests {
             ),
             output: GuestOutput::new(log_budget),
             fuel_granted: None,
+            services: Default::default(),
         }
     }
 

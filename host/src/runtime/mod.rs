@@ -20,6 +20,7 @@ use bindings::types::{
 use output::GuestOutput;
 use sandbox::{Limiter, RuntimeConfig};
 use state::PluginState;
+pub use state::Services;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -268,7 +269,8 @@ impl PluginRuntime {
         plugin: &LoadedPlugin,
         ctx: &RequestContext,
         job: &BookJob,
-    ) -> Result<Result<BookJobResponse, BookingError>, PluginFailure> {
+        services: Services,
+    ) -> Result<(Result<BookJobResponse, BookingError>, Services), PluginFailure> {
         let Some(indices) = &plugin.book else {
             return Err(failure(
                 plugin,
@@ -276,7 +278,7 @@ impl PluginRuntime {
                 "does not export book",
             ));
         };
-        self.run(plugin, &ctx.request_id, async |store| {
+        self.run(plugin, &ctx.request_id, services, async |store| {
             let instance = plugin.pre.instantiate_async(&mut *store).await?;
             let guest = indices.load(&mut *store, &instance)?;
             guest.call_book(&mut *store, ctx, job).await
@@ -290,7 +292,8 @@ impl PluginRuntime {
         plugin: &LoadedPlugin,
         ctx: &RequestContext,
         query: &AppointmentSearch,
-    ) -> Result<Result<AppointmentSearchResponse, BookingError>, PluginFailure> {
+        services: Services,
+    ) -> Result<(Result<AppointmentSearchResponse, BookingError>, Services), PluginFailure> {
         let Some(indices) = &plugin.search else {
             return Err(failure(
                 plugin,
@@ -298,7 +301,7 @@ impl PluginRuntime {
                 "does not export search",
             ));
         };
-        self.run(plugin, &ctx.request_id, async |store| {
+        self.run(plugin, &ctx.request_id, services, async |store| {
             let instance = plugin.pre.instantiate_async(&mut *store).await?;
             let guest = indices.load(&mut *store, &instance)?;
             guest.call_search(&mut *store, ctx, query).await
@@ -319,8 +322,9 @@ impl PluginRuntime {
         &self,
         plugin: &LoadedPlugin,
         request_id: &str,
+        services: Services,
         call: impl AsyncFnOnce(&mut Store<PluginState>) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginFailure> {
+    ) -> Result<(R, Services), PluginFailure> {
         // The plugin's own bound first, so that one busy tenant queues on its own slots and
         // never takes the whole pool.
         let queued = Instant::now();
@@ -354,6 +358,7 @@ impl PluginRuntime {
             request_id,
             deadline,
         );
+        store.data_mut().services = services;
 
         let started = Instant::now();
         let outcome =
@@ -372,7 +377,7 @@ impl PluginRuntime {
             "plugin call finished"
         );
         match outcome {
-            Ok(Ok(answer)) => Ok(answer),
+            Ok(Ok(answer)) => Ok((answer, std::mem::take(&mut store.data_mut().services))),
             Ok(Err(err)) => Err(classify(&plugin.ident, &limits, state, &err)),
             Err(_elapsed) => Err(failure(
                 plugin,
@@ -409,6 +414,7 @@ impl PluginRuntime {
             config,
             output,
             fuel_granted: None,
+            services: Services::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

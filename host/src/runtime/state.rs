@@ -4,6 +4,7 @@
 use super::output::GuestOutput;
 use super::sandbox::Limiter;
 use crate::plugin::PluginIdent;
+use crate::store::kv::KvSession;
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -23,6 +24,15 @@ pub struct PluginState {
     pub output: GuestOutput,
     /// The fuel the call started with, when fuel metering is on.
     pub fuel_granted: Option<u64>,
+    /// The host services granted to this call.
+    pub services: Services,
+}
+
+/// Host services a call may use beyond logging and config; each is granted per plugin.
+#[derive(Debug, Default)]
+pub struct Services {
+    /// The plugin's key-value namespace, when granted.
+    pub kv: Option<KvSession>,
 }
 
 impl WasiView for PluginState {

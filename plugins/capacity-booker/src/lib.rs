@@ -7,8 +7,13 @@
 //! - the request must satisfy the recommended validation profile;
 //! - the slot must not be in the past, on a closed weekday or date, outside business
 //!   hours, or shorter than the minimum length;
-//! - the follow-up `OrderNum` is derived from the idempotency key, so a retry of the same
-//!   booking gets the same number;
+//! - each service area (the Location's `ServiceAreaID`, else `default`) takes at most
+//!   `daily_capacity` bookings per local day, counted in the key-value store
+//!   (`capacity/AREA/YYYY-MM-DD`); a full day answers `slot-unavailable`;
+//! - the follow-up `OrderNum` is the next number of a sequence in the key-value store
+//!   (`sequence/order`): unique and gap-free, since a booking's store writes happen once,
+//!   with its answer, or not at all (a retry of the same booking is answered by the host's
+//!   journal with the same number);
 //! - required parts are grouped into parts orders by ship-to location and urgency; a part's
 //!   `SupersededParts` replace it in the order.
 //!
@@ -19,7 +24,7 @@
 //! `utc_offset_minutes` (0), `open` ("08:00"), `close` ("18:00"), `closed_weekdays`
 //! ("6,7": ISO numbers, Monday = 1), `closed_dates` (comma-separated `YYYY-MM-DD`),
 //! `min_slot_minutes` (60), `slot_minutes` (240), `max_slots` (10), `order_prefix` ("FU-"),
-//! and `now` (an ISO-8601 instant that replaces the clock, for demos and reproducible tests).
+//! `daily_capacity` (unlimited), and `now` (an ISO-8601 instant that replaces the clock, for demos and reproducible tests).
 
 use followup_sdk::time::{Slot, Timestamp};
 use followup_sdk::*;
@@ -40,6 +45,8 @@ pub struct Rules {
     pub slot_minutes: i64,
     pub max_slots: usize,
     pub order_prefix: String,
+    /// Bookings per service area and local day; `None`: unlimited.
+    pub daily_capacity: Option<i64>,
 }
 
 impl Default for Rules {
@@ -55,6 +62,7 @@ impl Default for Rules {
             slot_minutes: 240,
             max_slots: 10,
             order_prefix: "FU-".into(),
+            daily_capacity: None,
         }
     }
 }
@@ -107,6 +115,7 @@ impl Rules {
                 .and_then(|m| usize::try_from(m).ok())
                 .unwrap_or(d.max_slots),
             order_prefix: get("order_prefix").unwrap_or(d.order_prefix),
+            daily_capacity: parsed("daily_capacity").filter(|c| *c >= 0),
         }
     }
 
@@ -189,9 +198,28 @@ impl Rules {
         if let Some(reason) = self.refuse(slot) {
             return Err(BookingError::slot_unavailable(reason));
         }
+        let store = |e: kv::KvError| BookingError::internal(format!("key-value store: {e:?}"));
+        if let Some(capacity) = self.daily_capacity {
+            let area = job
+                .location
+                .as_ref()
+                .and_then(|l| l.service_area_id.as_deref())
+                .filter(|a| !a.is_empty())
+                .unwrap_or("default");
+            let day = Timestamp::from_local_day(slot.start.local_day(self.utc_offset_minutes), 0);
+            let day = &day.to_string()[..10];
+            let taken = kv::increment(&format!("capacity/{area}/{day}"), 1).map_err(store)?;
+            if taken > capacity {
+                // The failed booking's writes are dropped: the count stays at capacity.
+                return Err(BookingError::slot_unavailable(format!(
+                    "service area {area} is fully booked on {day} ({capacity} bookings)"
+                )));
+            }
+        }
+        let number = kv::increment("sequence/order", 1).map_err(store)?;
         let key = &ctx.idempotency_key;
         Ok(BookJobResponse {
-            order_num: format!("{}{}", self.order_prefix, short_id(key, "order")),
+            order_num: format!("{}{number:08}", self.order_prefix),
             ordered_parts: parts_orders(key, job.required_parts.as_deref().unwrap_or_default()),
         })
     }
@@ -446,16 +474,35 @@ mod tests {
     }
 
     #[test]
-    fn order_numbers_follow_the_idempotency_key() {
+    fn order_numbers_come_from_a_gap_free_sequence() {
+        kv::reset();
         let r = new_york();
         let j = job("2024-06-18T13:00:00Z", "2024-06-18T17:00:00Z", "[]");
         let a = r.book(&ctx("key-1"), &j).unwrap();
-        let b = r.book(&ctx("key-1"), &j).unwrap();
-        let c = r.book(&ctx("key-2"), &j).unwrap();
-        assert_eq!(a.order_num, b.order_num);
-        assert_ne!(a.order_num, c.order_num);
-        assert!(a.order_num.starts_with("FU-") && a.order_num.len() == 13);
+        let b = r.book(&ctx("key-2"), &j).unwrap();
+        assert_eq!(a.order_num, "FU-00000001");
+        assert_eq!(b.order_num, "FU-00000002");
         assert!(a.ordered_parts.is_empty());
+    }
+
+    #[test]
+    fn a_full_day_of_a_service_area_is_unavailable() {
+        kv::reset();
+        let r = Rules {
+            daily_capacity: Some(2),
+            ..new_york()
+        };
+        let j = job("2024-06-18T13:00:00Z", "2024-06-18T17:00:00Z", "[]");
+        assert!(r.book(&ctx("a"), &j).is_ok());
+        assert!(r.book(&ctx("b"), &j).is_ok());
+        let full = r.book(&ctx("c"), &j).unwrap_err();
+        assert!(
+            matches!(full, BookingError::SlotUnavailable(ref m) if m.contains("fully booked on 2024-06-18")),
+            "{full:?}"
+        );
+        // Another day has its own capacity.
+        let next_day = job("2024-06-19T13:00:00Z", "2024-06-19T17:00:00Z", "[]");
+        assert!(r.book(&ctx("d"), &next_day).is_ok());
     }
 
     #[test]

@@ -1,0 +1,206 @@
+//! Bookings that happen once: the idempotency journal around a book-job call.
+//!
+//! The key is (route, WorkOrderID, SHA-256 of the canonical body). In order:
+//! 1. a key the journal holds is answered from it, without running the plugin (header
+//!    `x-followup-replayed: true`);
+//! 2. a duplicate of a booking still running in this host waits for it, then looks again;
+//! 3. otherwise the plugin runs; its key-value writes and the journal record are committed
+//!    in one durable transaction before the 200 leaves, and only if what the plugin read is
+//!    unchanged — else it runs again on a fresh instance (after a few optimistic attempts,
+//!    holding its namespace exclusively, which cannot conflict);
+//! 4. a failed booking commits nothing, so a retry runs it afresh.
+//!
+//! A crash before the commit leaves nothing behind (the retry runs the plugin again and
+//! its store writes happen once); a crash after it leaves the record, which the retry gets.
+
+use super::{RouteKind, answer};
+use crate::App;
+use crate::contract::types::RequestContext;
+use crate::error::{ApiError, ErrorKind};
+use crate::plugin::LoadedPlugin;
+use crate::runtime::Services;
+use crate::store::kv::KvSession;
+use crate::store::{Batch, Commit, Recorded, SharedStore, StoreError};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use tokio::sync::{RwLock, watch};
+
+/// Attempts that commit optimistically before one runs with its namespace held.
+const OPTIMISTIC_ATTEMPTS: usize = 3;
+
+/// What a booking answered: run now, or replayed from the journal.
+#[derive(Debug)]
+pub enum Booked {
+    Ran(Vec<u8>),
+    Replayed(Recorded),
+}
+
+/// Bookings running in this host, by idempotency key, so that a duplicate waits for the
+/// first instead of running beside it.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    running: Mutex<HashMap<String, watch::Sender<()>>>,
+}
+
+/// Held by the booking that runs a key; dropping it wakes the duplicates.
+pub struct Claim<'a> {
+    in_flight: &'a InFlight,
+    key: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        // Dropping the sender ends every waiter's `changed()`.
+        self.in_flight
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}
+
+impl InFlight {
+    /// Claims `key`, or answers what to wait on while another booking holds it.
+    fn claim(&self, key: &str) -> Result<Claim<'_>, watch::Receiver<()>> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(first) = running.get(key) {
+            return Err(first.subscribe());
+        }
+        running.insert(key.to_string(), watch::channel(()).0);
+        Ok(Claim {
+            in_flight: self,
+            key: key.to_string(),
+        })
+    }
+}
+
+/// Per-namespace locks: optimistic commits share them, an exclusive attempt holds one
+/// alone from its run to its commit.
+#[derive(Debug, Default)]
+pub struct Namespaces {
+    locks: HashMap<String, RwLock<()>>,
+}
+
+impl Namespaces {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a String>) -> Namespaces {
+        Namespaces {
+            locks: names
+                .into_iter()
+                .map(|n| (n.clone(), RwLock::new(())))
+                .collect(),
+        }
+    }
+}
+
+fn unavailable(e: StoreError) -> ApiError {
+    ApiError::new(ErrorKind::StoreUnavailable, e.to_string())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("store task failed: {e}")))?
+        .map_err(unavailable)
+}
+
+async fn lookup(store: &SharedStore, key: &str) -> Result<Option<Recorded>, ApiError> {
+    let (store, key) = (store.clone(), key.to_string());
+    blocking(move || store.recorded(&key)).await
+}
+
+/// Books `json` through `plugin` at most once per idempotency key (see the module doc).
+pub async fn book(
+    app: &App,
+    plugin: &LoadedPlugin,
+    ctx: &RequestContext,
+    json: &Value,
+) -> Result<Booked, ApiError> {
+    let key = &ctx.idempotency_key;
+    if let Some(done) = lookup(&app.store, key).await? {
+        return Ok(Booked::Replayed(done));
+    }
+    let _claim = loop {
+        match app.in_flight.claim(key) {
+            Ok(claim) => break claim,
+            Err(mut first) => {
+                // Ends when the first booking ends, however it ends.
+                let _ = first.changed().await;
+                if let Some(done) = lookup(&app.store, key).await? {
+                    return Ok(Booked::Replayed(done));
+                }
+            }
+        }
+    };
+    // The first may have finished between the lookup and the claim.
+    if let Some(done) = lookup(&app.store, key).await? {
+        return Ok(Booked::Replayed(done));
+    }
+
+    let name = &plugin.ident.name;
+    let lock = app.namespaces.locks.get(name);
+    for attempt in 0.. {
+        let exclusive = match lock {
+            Some(lock) if plugin.kv && attempt >= OPTIMISTIC_ATTEMPTS => Some(lock.write().await),
+            _ => None,
+        };
+        let services = Services {
+            kv: plugin
+                .kv
+                .then(|| KvSession::new(app.store.clone(), name, true)),
+        };
+        let (bytes, services) = answer(
+            &app.runtime,
+            plugin,
+            RouteKind::BookJob,
+            ctx,
+            json,
+            services,
+        )
+        .await?;
+        let record = Recorded {
+            key: key.clone(),
+            route: ctx.route.clone(),
+            plugin: plugin.ident.to_string(),
+            response: bytes,
+            at: crate::store::now(),
+        };
+        let batch = match services.kv {
+            Some(kv) => kv.into_batch(Some(record)),
+            None => Batch {
+                ns: name.clone(),
+                journal: Some(record),
+                ..Batch::default()
+            },
+        };
+        let shared = match (&exclusive, lock) {
+            (None, Some(lock)) if !batch.writes.is_empty() => Some(lock.read().await),
+            _ => None,
+        };
+        let store = app.store.clone();
+        let outcome = blocking(move || {
+            let response = batch.journal.as_ref().map(|j| j.response.clone());
+            store.commit(batch).map(|c| (c, response))
+        })
+        .await?;
+        drop((shared, exclusive));
+        match outcome {
+            (Commit::Done, Some(response)) => return Ok(Booked::Ran(response)),
+            (Commit::Recorded(done), _) => return Ok(Booked::Replayed(done)),
+            (Commit::Conflict, _) if attempt <= OPTIMISTIC_ATTEMPTS => {
+                tracing::debug!(plugin = %plugin.ident, attempt, "store conflict; booking again");
+            }
+            (Commit::Conflict | Commit::Done, _) => break,
+        }
+    }
+    Err(ApiError::new(
+        ErrorKind::Conflict,
+        format!(
+            "plugin {}: the booking kept conflicting with concurrent bookings in the store",
+            plugin.ident
+        ),
+    )
+    .for_plugin(&plugin.ident))
+}

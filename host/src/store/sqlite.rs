@@ -1,0 +1,434 @@
+//! The SQLite store: one file in WAL mode, `synchronous = FULL`, so a commit is on disk
+//! before the booking's 200 leaves.
+//!
+//! Writes go through one writer thread that commits in groups: every batch waiting when a
+//! transaction starts joins it, each under its own savepoint (a conflicting batch is rolled
+//! back alone), and the group shares one fsync. Reads use a small pool of read-only
+//! connections, which WAL lets run beside the writer.
+
+use super::{Batch, Commit, Listing, Recorded, Store, StoreError};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError};
+
+/// Read connections; reads are short, so a few serve many concurrent calls.
+const READERS: usize = 4;
+
+/// Most batches committed in one transaction.
+const GROUP: usize = 256;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS kv (
+        ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+        PRIMARY KEY (ns, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS journal (
+        key TEXT PRIMARY KEY, route TEXT NOT NULL, plugin TEXT NOT NULL,
+        response BLOB NOT NULL, at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
+";
+
+type Reply<T> = mpsc::SyncSender<Result<T, StoreError>>;
+
+/// Work for the writer thread.
+enum Job {
+    Commit(Batch, Reply<Commit>),
+    Prune(u64, Reply<u64>),
+}
+
+pub struct SqliteStore {
+    writer: Mutex<mpsc::Sender<Job>>,
+    readers: Vec<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the store at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let writer = Connection::open(path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(err)?;
+        writer.execute_batch(SCHEMA).map_err(err)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(err)?;
+                c.busy_timeout(std::time::Duration::from_secs(5))
+                    .map_err(err)?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("followup-store".into())
+            .spawn(move || write_loop(writer, rx))
+            .map_err(err)?;
+        Ok(SqliteStore {
+            writer: Mutex::new(tx),
+            readers,
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        // The first free connection, else wait for one chosen by thread.
+        for reader in &self.readers {
+            if let Ok(c) = reader.try_lock() {
+                return f(&c).map_err(err);
+            }
+        }
+        let i = thread_index() % self.readers.len();
+        let c = self.readers[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&c).map_err(err)
+    }
+}
+
+fn thread_index() -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::thread::current().id().hash(&mut h);
+    h.finish() as usize
+}
+
+impl Store for SqliteStore {
+    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|c| get(c, ns, key))
+    }
+
+    fn list(&self, ns: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+        self.read(|c| list(c, ns, prefix, limit))
+    }
+
+    fn commit(&self, batch: Batch) -> Result<Commit, StoreError> {
+        self.send(|reply| Job::Commit(batch, reply))
+    }
+
+    fn recorded(&self, key: &str) -> Result<Option<Recorded>, StoreError> {
+        self.read(|c| recorded(c, key))
+    }
+
+    fn prune(&self, before: u64) -> Result<u64, StoreError> {
+        self.send(|reply| Job::Prune(before, reply))
+    }
+}
+
+impl SqliteStore {
+    /// Hands a job to the writer thread and waits for its answer.
+    fn send<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+        let stopped = || StoreError("the store's writer has stopped".into());
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(job(reply))
+            .map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+}
+
+fn get(c: &Connection, ns: &str, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    c.prepare_cached("SELECT value FROM kv WHERE ns = ?1 AND key = ?2")?
+        .query_row(params![ns, key], |r| r.get(0))
+        .optional()
+}
+
+fn list(c: &Connection, ns: &str, prefix: &str, limit: u32) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT key FROM kv WHERE ns = ?1 AND substr(key, 1, ?2) = ?3 ORDER BY key LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(
+        params![ns, prefix.chars().count() as i64, prefix, i64::from(limit)],
+        |r| r.get(0),
+    )?;
+    rows.collect()
+}
+
+fn recorded(c: &Connection, key: &str) -> rusqlite::Result<Option<Recorded>> {
+    c.prepare_cached("SELECT route, plugin, response, at FROM journal WHERE key = ?1")?
+        .query_row(params![key], |r| {
+            Ok(Recorded {
+                key: key.to_string(),
+                route: r.get(0)?,
+                plugin: r.get(1)?,
+                response: r.get(2)?,
+                at: r.get::<_, i64>(3)? as u64,
+            })
+        })
+        .optional()
+}
+
+/// Applies one batch inside the current transaction; `Done` only if it wrote.
+fn apply(c: &Connection, batch: &Batch) -> rusqlite::Result<Commit> {
+    if let Some(journal) = &batch.journal
+        && let Some(earlier) = recorded(c, &journal.key)?
+    {
+        return Ok(Commit::Recorded(earlier));
+    }
+    for (key, seen) in &batch.expect {
+        if get(c, &batch.ns, key)? != *seen {
+            return Ok(Commit::Conflict);
+        }
+    }
+    for Listing {
+        prefix,
+        limit,
+        keys,
+    } in &batch.expect_lists
+    {
+        if list(c, &batch.ns, prefix, *limit)? != *keys {
+            return Ok(Commit::Conflict);
+        }
+    }
+    for (key, value) in &batch.writes {
+        match value {
+            Some(v) => c
+                .prepare_cached(
+                    "INSERT INTO kv (ns, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![batch.ns, key, v])?,
+            None => c
+                .prepare_cached("DELETE FROM kv WHERE ns = ?1 AND key = ?2")?
+                .execute(params![batch.ns, key])?,
+        };
+    }
+    if let Some(j) = &batch.journal {
+        c.prepare_cached(
+            "INSERT INTO journal (key, route, plugin, response, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![j.key, j.route, j.plugin, j.response, j.at as i64])?;
+    }
+    Ok(Commit::Done)
+}
+
+/// The writer thread: commits every batch waiting, in one transaction, until the store is
+/// dropped.
+fn write_loop(mut c: Connection, rx: mpsc::Receiver<Job>) {
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let first = match job {
+            Job::Prune(before, reply) => {
+                let pruned = c
+                    .execute("DELETE FROM journal WHERE at < ?1", params![before as i64])
+                    .map(|n| n as u64)
+                    .map_err(err);
+                let _ = reply.send(pruned);
+                continue;
+            }
+            Job::Commit(batch, reply) => (batch, reply),
+        };
+        let mut group = vec![first];
+        while group.len() < GROUP {
+            match rx.try_recv() {
+                Ok(Job::Commit(batch, reply)) => group.push((batch, reply)),
+                Ok(prune) => {
+                    next = Some(prune);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let outcomes = commit_group(&mut c, &group);
+        for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+fn commit_group(
+    c: &mut Connection,
+    group: &[(Batch, Reply<Commit>)],
+) -> Vec<Result<Commit, StoreError>> {
+    let run = |c: &mut Connection| -> rusqlite::Result<Vec<Commit>> {
+        let mut tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for (batch, _) in group {
+            let sp = tx.savepoint()?;
+            let outcome = apply(&sp, batch)?;
+            if outcome == Commit::Done {
+                sp.commit()?;
+            }
+            // Dropping an uncommitted savepoint rolls it back.
+            outcomes.push(outcome);
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    };
+    match run(c) {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(e) => {
+            tracing::error!("store commit failed: {e}");
+            group.iter().map(|_| Err(err(&e))).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    pub fn temp_store(name: &str) -> (SqliteStore, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("followup-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("store.db");
+        (SqliteStore::open(&path).unwrap(), dir)
+    }
+
+    fn write(ns: &str, key: &str, value: &[u8]) -> Batch {
+        Batch {
+            ns: ns.into(),
+            writes: vec![(key.into(), Some(value.to_vec()))],
+            ..Batch::default()
+        }
+    }
+
+    #[test]
+    fn commits_are_atomic_and_checked() {
+        let (s, dir) = temp_store("atomic");
+        assert_eq!(s.commit(write("a", "k", b"1")).unwrap(), Commit::Done);
+        assert_eq!(s.get("a", "k").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(s.get("b", "k").unwrap(), None, "namespaces are apart");
+
+        // A stale expectation applies nothing, not even its other writes.
+        let stale = Batch {
+            expect: vec![("k".into(), Some(b"0".to_vec()))],
+            writes: vec![
+                ("k".into(), Some(b"2".to_vec())),
+                ("other".into(), Some(b"x".to_vec())),
+            ],
+            ..write("a", "k", b"2")
+        };
+        assert_eq!(s.commit(stale).unwrap(), Commit::Conflict);
+        assert_eq!(s.get("a", "k").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(s.get("a", "other").unwrap(), None);
+
+        // A listing that changed is a conflict too.
+        let listing = Batch {
+            ns: "a".into(),
+            expect_lists: vec![Listing {
+                prefix: "".into(),
+                limit: 10,
+                keys: vec![],
+            }],
+            writes: vec![("z".into(), None)],
+            ..Batch::default()
+        };
+        assert_eq!(s.commit(listing).unwrap(), Commit::Conflict);
+        assert_eq!(s.list("a", "", 10).unwrap(), vec!["k".to_string()]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_journal_records_once_and_survives_reopening() {
+        let (s, dir) = temp_store("journal");
+        let record = |response: &[u8]| Recorded {
+            key: "idem".into(),
+            route: "followup".into(),
+            plugin: "p@sha256:1".into(),
+            response: response.to_vec(),
+            at: 100,
+        };
+        let first = Batch {
+            journal: Some(record(b"first")),
+            ..write("p", "seq", b"1")
+        };
+        assert_eq!(s.commit(first).unwrap(), Commit::Done);
+        // A duplicate's batch is refused whole, with the recorded answer.
+        let second = Batch {
+            journal: Some(record(b"second")),
+            ..write("p", "seq", b"2")
+        };
+        assert_eq!(
+            s.commit(second).unwrap(),
+            Commit::Recorded(record(b"first"))
+        );
+        assert_eq!(s.get("p", "seq").unwrap().as_deref(), Some(&b"1"[..]));
+        drop(s);
+        let s = SqliteStore::open(&dir.join("store.db")).unwrap();
+        assert_eq!(s.recorded("idem").unwrap(), Some(record(b"first")));
+        assert_eq!(s.prune(50).unwrap(), 0);
+        assert_eq!(s.prune(101).unwrap(), 1);
+        assert_eq!(s.recorded("idem").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn concurrent_commits_join_groups_and_conflict_one_by_one() {
+        let (s, dir) = temp_store("groups");
+        let s = Arc::new(s);
+        // 16 threads each add 1 to a counter by compare-and-swap, retrying on conflict.
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut conflicts = 0;
+                    loop {
+                        let seen = s.get("c", "n").unwrap();
+                        let n: u64 = seen
+                            .as_deref()
+                            .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+                        let batch = Batch {
+                            ns: "c".into(),
+                            expect: vec![("n".into(), seen)],
+                            writes: vec![("n".into(), Some((n + 1).to_string().into_bytes()))],
+                            ..Batch::default()
+                        };
+                        match s.commit(batch).unwrap() {
+                            Commit::Done => return conflicts,
+                            _ => conflicts += 1,
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(s.get("c", "n").unwrap().as_deref(), Some(&b"16"[..]));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn listing_is_by_prefix_in_order_and_limited() {
+        let (s, dir) = temp_store("list");
+        for key in ["cap/b", "cap/a", "seq", "cap/c"] {
+            s.commit(write("p", key, b"x")).unwrap();
+        }
+        assert_eq!(s.list("p", "cap/", 2).unwrap(), vec!["cap/a", "cap/b"]);
+        assert_eq!(s.list("p", "", 10).unwrap().len(), 4);
+        assert!(s.list("p", "nope", 10).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -11,6 +11,7 @@ use std::{env, fs};
 /// (package, library file stem, constant name)
 const GUESTS: &[(&str, &str, &str)] = &[
     ("capacity-booker", "capacity_booker", "CAPACITY_BOOKER"),
+    ("rest-forwarder", "rest_forwarder", "REST_FORWARDER"),
     ("trap-guest", "trap_guest", "TRAP"),
     ("looper-guest", "looper_guest", "LOOPER"),
     ("echo-guest", "echo_guest", "ECHO"),

@@ -6,7 +6,7 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
     /// Every guest the host loads; `HTTP_CALLER` is the one it must refuse.
-    pub const ALL: &[&str] = &[CAPACITY_BOOKER, TRAP, LOOPER, ECHO, HOSTILE];
+    pub const ALL: &[&str] = &[CAPACITY_BOOKER, REST_FORWARDER, TRAP, LOOPER, ECHO, HOSTILE];
 }
 
 /// Rewrites components the way a test needs them, without a toolchain.

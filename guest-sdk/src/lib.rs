@@ -27,7 +27,8 @@
 //! - [`time`]: contract date-times as [`time::Timestamp`];
 //! - [`validate`]: the recommended Book Job validation profile;
 //! - [`log`] and [`config`]: the host services every plugin may call;
-//! - [`kv`]: the key-value store, when the operator grants it.
+//! - [`kv`]: the key-value store, when the operator grants it;
+//! - [`http`]: outbound HTTP to the origins the operator allows.
 //!
 //! The SDK stamps the WIT version it implements ([`WIT_VERSION`]) into every component, and
 //! the host refuses a component built for an incompatible version before running it.
@@ -56,6 +57,7 @@ pub use types::*;
 #[path = "codec.rs"]
 pub mod json;
 
+pub mod http;
 pub mod time;
 pub mod validate;
 
@@ -96,6 +98,14 @@ pub mod log {
     }
     pub fn error(message: &str) {
         log(Level::Error, message);
+    }
+
+    /// Logs a booking's outcome: `booked ORDER` at info, or the refusal at warn.
+    pub fn outcome(answer: &Result<crate::BookJobResponse, crate::BookingError>) {
+        match answer {
+            Ok(r) => info(&format!("booked {}", r.order_num)),
+            Err(e) => warn(&format!("refused: {e:?}")),
+        }
     }
 }
 

@@ -77,6 +77,19 @@ impl Slot {
         self.start.minutes_until(self.end)
     }
 
+    /// The slot as an open slot in a search's answer: a `TimeConstraints` entry of type
+    /// `1001` with this period.
+    pub fn offered(self, id: Option<String>, desc: Option<String>) -> crate::TimeConstraint {
+        crate::TimeConstraint {
+            id,
+            desc,
+            type_: Some("1001".into()),
+            period: Some(self.to_period()),
+            delete: None,
+            extensions: None,
+        }
+    }
+
     /// The slot as a `Period` record.
     pub fn to_period(self) -> Period {
         Period {

@@ -208,6 +208,11 @@ impl Config {
                     self.runtime.max_memory_bytes
                 );
             }
+            if let Some(grant) = &manifest.http {
+                grant
+                    .check()
+                    .map_err(|e| anyhow::anyhow!("[plugins.{name}.http] {e}"))?;
+            }
             if limits.max_concurrency == 0 || limits.timeout_ms == 0 {
                 bail!("[plugins.{name}] max_concurrency and timeout_ms must be at least 1");
             }

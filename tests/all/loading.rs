@@ -19,14 +19,19 @@ fn load(bytes: &[u8]) -> Result<(), LoadError> {
 
 #[test]
 fn every_guest_loads_and_reports_its_exports() {
+    // Granted everything the examples use.
+    let granted: PluginManifest = toml::from_str(
+        "path = \"unused.wasm\"\nkv = true\n[http]\nallow = [\"http://127.0.0.1:1\"]",
+    )
+    .unwrap();
     for path in guests::ALL {
         let bytes = std::fs::read(path).unwrap();
-        let plugin = loader::load_bytes(&runtime(), "g", &manifest(), Arc::from(bytes)).unwrap();
+        let plugin = loader::load_bytes(&runtime(), "g", &granted, Arc::from(bytes)).unwrap();
         assert_eq!(plugin.wit_version, loader::HOST_WIT_VERSION);
         assert!(plugin.book.is_some(), "{path}");
         assert_eq!(
             plugin.search.is_some(),
-            *path == guests::CAPACITY_BOOKER,
+            [guests::CAPACITY_BOOKER, guests::REST_FORWARDER].contains(path),
             "{path}"
         );
     }
@@ -83,15 +88,46 @@ fn a_missing_component_file_is_named() {
 
 #[test]
 fn a_plugin_calling_an_ungranted_host_is_refused_before_it_runs() {
-    // No plugin is granted outbound HTTP: a component that imports it does not load, so
-    // it can never reach any host.
+    // The plugin is granted no outbound HTTP: a component that imports it does not load,
+    // so it can never reach any host.
     let bytes = std::fs::read(guests::HTTP_CALLER).unwrap();
     let err = load(&bytes).unwrap_err();
-    assert!(matches!(err, LoadError::Link(..)), "{err}");
+    assert!(matches!(err, LoadError::NotGranted(..)), "{err}");
     let message = err.to_string();
-    assert!(
-        message.contains("imports instance `wasi:http/"),
-        "{message}"
-    );
+    assert!(message.contains("imports wasi:http/"), "{message}");
+    assert!(message.contains("[plugins.NAME.http] allow"), "{message}");
     assert!(message.contains("plugin candidate@sha256:"), "{message}");
+}
+
+#[test]
+fn a_plugin_using_the_store_needs_the_grant() {
+    let bytes = std::fs::read(guests::CAPACITY_BOOKER).unwrap();
+    let err = load(&bytes).unwrap_err();
+    assert!(matches!(err, LoadError::NotGranted(..)), "{err}");
+    assert!(
+        err.to_string().contains("servicemobility:booking/kv"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("kv = true"), "{err}");
+}
+
+#[test]
+fn an_unset_secret_refuses_the_plugin_and_is_named() {
+    let mut m = manifest();
+    m.secrets.insert(
+        "api_key".into(),
+        "FOLLOWUP_TEST_SURELY_UNSET_VARIABLE".into(),
+    );
+    let err = loader::load_bytes(
+        &runtime(),
+        "p",
+        &m,
+        Arc::from(std::fs::read(guests::ECHO).unwrap()),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("FOLLOWUP_TEST_SURELY_UNSET_VARIABLE, which is unset"),
+        "{err}"
+    );
 }

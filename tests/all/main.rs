@@ -8,6 +8,7 @@ mod hot_swap;
 mod http;
 mod limits;
 mod loading;
+mod outbound;
 mod sandbox;
 mod store;
 mod support;

@@ -47,6 +47,8 @@ pub enum LoadError {
     Compile(PluginIdent, String),
     #[error("plugin {0}: imports {1}, which this host does not provide")]
     ForbiddenImport(PluginIdent, String),
+    #[error("{0}")]
+    Secret(String),
     #[error("plugin {0}: imports {1}, which it is not granted ({2})")]
     NotGranted(PluginIdent, String, &'static str),
     #[error("plugin {0}: cannot be instantiated: {1}")]
@@ -103,6 +105,13 @@ pub fn load_bytes(
                 "set kv = true under its [plugins.NAME]",
             ));
         }
+        if import.starts_with("wasi:http/") && manifest.http.is_none() {
+            return Err(LoadError::NotGranted(
+                ident,
+                import.to_string(),
+                "list the origins it may call under [plugins.NAME.http] allow",
+            ));
+        }
     }
     let pre = runtime
         .linker()
@@ -120,8 +129,9 @@ pub fn load_bytes(
         book,
         search,
         limits: manifest.limits,
-        config: Arc::new(manifest.config.clone()),
+        config: Arc::new(manifest.values(name).map_err(LoadError::Secret)?),
         kv: manifest.kv,
+        http: manifest.http.clone().map(Arc::new),
         slots: tokio::sync::Semaphore::new(manifest.limits.max_concurrency as usize),
         hash,
         bytes,

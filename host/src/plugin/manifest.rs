@@ -2,6 +2,7 @@
 //! component is, the limits it runs under, and the configuration values it may read.
 //! Everything not granted here is denied.
 
+use crate::runtime::outbound::HttpGrant;
 use crate::runtime::sandbox::Limits;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +19,16 @@ pub struct PluginManifest {
     /// Values the plugin reads through the `config` host service. Default: none.
     #[serde(default)]
     pub config: HashMap<String, String>,
+    /// Configuration values taken from the environment: key → the name of the environment
+    /// variable holding the value (API keys, passwords). Read through the `config` service
+    /// like the values above; never logged. An unset variable refuses the plugin. Default:
+    /// none.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Grants outbound HTTP (`wasi:http/outgoing-handler`) to the origins listed. Default:
+    /// none (a plugin that imports it is refused).
+    #[serde(default)]
+    pub http: Option<HttpGrant>,
     /// Grants the key-value store (namespaced to this plugin). Default: false.
     #[serde(default)]
     pub kv: bool,
@@ -30,4 +41,21 @@ pub struct PluginManifest {
     /// cannot deny unknown fields through a flattened struct).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
+}
+
+impl PluginManifest {
+    /// The values the plugin reads through the `config` service: `config`, then `secrets`
+    /// resolved from the environment (a secret wins over a plain value of the same key).
+    pub fn values(&self, name: &str) -> Result<HashMap<String, String>, String> {
+        let mut values = self.config.clone();
+        for (key, var) in &self.secrets {
+            let value = std::env::var(var).map_err(|_| {
+                format!(
+                    "plugin {name}: secret {key:?} names environment variable {var}, which is unset or not UTF-8"
+                )
+            })?;
+            values.insert(key.clone(), value);
+        }
+        Ok(values)
+    }
 }

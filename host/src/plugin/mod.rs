@@ -41,6 +41,8 @@ pub struct LoadedPlugin {
     pub config: Arc<HashMap<String, String>>,
     /// Whether the plugin may use the key-value store.
     pub kv: bool,
+    /// The origins the plugin may call over HTTP, and the limits of those calls.
+    pub http: Option<Arc<crate::runtime::outbound::HttpGrant>>,
     /// Bounds the calls of this plugin in flight (`max_concurrency`).
     pub slots: tokio::sync::Semaphore,
     /// The component's SHA-256 in hex (the version is its first 12 digits).

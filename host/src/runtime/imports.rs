@@ -109,6 +109,8 @@ mod tests {
             output: GuestOutput::new(log_budget),
             fuel_granted: None,
             services: Default::default(),
+            http: Default::default(),
+            outbound: Default::default(),
         }
     }
 

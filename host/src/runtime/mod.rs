@@ -8,6 +8,7 @@
 pub mod bindings;
 pub mod engine;
 pub mod imports;
+pub mod outbound;
 pub mod output;
 pub mod sandbox;
 pub mod state;
@@ -109,6 +110,9 @@ impl PluginRuntime {
         // WASI with an empty context: no files, env, args or sockets. Guests built by
         // standard toolchains import it for stdio, clocks and randomness.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Outbound HTTP is linked for every plugin; the loader refuses a component that
+        // imports it without a grant, and each request is checked against the grant.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         bindings::BookerScheduler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         Ok(Arc::new(PluginRuntime {
             engine,
@@ -359,6 +363,11 @@ impl PluginRuntime {
             deadline,
         );
         store.data_mut().services = services;
+        store.data_mut().outbound = outbound::OutboundPolicy::new(
+            plugin.http.clone(),
+            plugin.ident.clone(),
+            Arc::from(request_id),
+        );
 
         let started = Instant::now();
         let outcome =
@@ -415,6 +424,8 @@ impl PluginRuntime {
             output,
             fuel_granted: None,
             services: Services::default(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            outbound: outbound::OutboundPolicy::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -1,6 +1,7 @@
 //! The per-`Store` state: everything one request's instance can reach. A new one is made
 //! for every call and dropped with the instance, so nothing leaks between bookings.
 
+use super::outbound::OutboundPolicy;
 use super::output::GuestOutput;
 use super::sandbox::Limiter;
 use crate::plugin::PluginIdent;
@@ -9,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// The `T` of `Store<T>` for plugin calls.
 pub struct PluginState {
@@ -26,6 +28,9 @@ pub struct PluginState {
     pub fuel_granted: Option<u64>,
     /// The host services granted to this call.
     pub services: Services,
+    /// `wasi:http` state and the checks on every outbound request.
+    pub http: WasiHttpCtx,
+    pub outbound: OutboundPolicy,
 }
 
 /// Host services a call may use beyond logging and config; each is granted per plugin.
@@ -40,6 +45,16 @@ impl WasiView for PluginState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
         }
     }
 }

@@ -268,13 +268,11 @@ impl Rules {
         });
         let time_constraints = found
             .into_iter()
-            .map(|slot| TimeConstraint {
-                id: Some(format!("SLOT-{}", slot.start.millis() / 60_000)),
-                desc: Some(self.describe(slot)),
-                type_: Some("1001".into()),
-                period: Some(slot.to_period()),
-                delete: None,
-                extensions: None,
+            .map(|slot| {
+                slot.offered(
+                    Some(format!("SLOT-{}", slot.start.millis() / 60_000)),
+                    Some(self.describe(slot)),
+                )
             })
             .collect();
         Ok(AppointmentSearchResponse {
@@ -359,10 +357,7 @@ impl BookingPlugin for CapacityBooker {
     fn book(ctx: RequestContext, job: BookJob) -> Result<BookJobResponse, BookingError> {
         let rules = Rules::from_config(config::get, wall_clock());
         let answer = rules.book(&ctx, &job);
-        match &answer {
-            Ok(r) => log::info(&format!("booked {}", r.order_num)),
-            Err(e) => log::info(&format!("refused: {e:?}")),
-        }
+        log::outcome(&answer);
         answer
     }
 }

@@ -1,0 +1,362 @@
+//! Outbound HTTP for plugins: standard `wasi:http/outgoing-handler`, with every request
+//! checked against the plugin's grant before it leaves.
+//!
+//! A request goes out only to an origin (scheme, host, port) on the plugin's allow-list,
+//! at most `max_calls` times per call of the plugin, within `timeout_ms` (connect, first
+//! byte and between bytes, whatever the guest asks for), and its response body is cut at
+//! `max_response_bytes`. Anything else fails inside the guest with a `wasi:http` error code
+//! (`HTTP-request-denied`, `connection-timeout`, `HTTP-response-body-size`, …), and the host
+//! logs why, tagged with plugin, version and request id.
+
+use crate::plugin::PluginIdent;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// `[plugins.NAME.http]`: the origins a plugin may call and the limits of those calls.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGrant {
+    /// Origins, e.g. `https://api.acme.example` or `http://127.0.0.1:9000` (the port
+    /// defaults to the scheme's). Paths are not part of an origin.
+    pub allow: Vec<String>,
+    /// Longest wait to connect, for the first byte, and between bytes. Default 5000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Largest response body. Default 1 MiB.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+    /// Most requests in one call of the plugin (one booking). Default 8.
+    #[serde(default = "default_max_calls")]
+    pub max_calls: u32,
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_max_response_bytes() -> u64 {
+    1 << 20
+}
+fn default_max_calls() -> u32 {
+    8
+}
+
+/// An origin: lower-case scheme and host, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    /// Parses `scheme://host[:port]` (a trailing `/` is allowed, nothing else after it).
+    pub fn parse(text: &str) -> Result<Origin, String> {
+        let bad =
+            |why: &str| format!("origin {text:?} {why}; write e.g. https://api.example.com:8443");
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| bad("has no scheme"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(bad("must be http or https")),
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+            return Err(bad("must be a scheme, a host and an optional port only"));
+        }
+        let port = |p: &str| p.parse::<u16>().map_err(|_| bad("has an invalid port"));
+        let (host, port) = match authority.strip_prefix('[') {
+            // An IPv6 literal: `[::1]` or `[::1]:8080`.
+            Some(v6) => {
+                let (address, after) = v6.split_once(']').ok_or_else(|| bad("is malformed"))?;
+                let port = match after.strip_prefix(':') {
+                    Some(p) => port(p)?,
+                    None if after.is_empty() => default_port,
+                    None => return Err(bad("is malformed")),
+                };
+                (format!("[{address}]"), port)
+            }
+            None => match authority.split_once(':') {
+                Some((host, p)) => (host.to_string(), port(p)?),
+                None => (authority.to_string(), default_port),
+            },
+        };
+        if host.is_empty() {
+            return Err(bad("has no host"));
+        }
+        Ok(Origin {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl HttpGrant {
+    /// Refuses a grant whose origins do not parse or whose limits are zero.
+    pub fn check(&self) -> Result<(), String> {
+        for origin in &self.allow {
+            Origin::parse(origin)?;
+        }
+        if self.timeout_ms == 0 || self.max_calls == 0 {
+            return Err("timeout_ms and max_calls must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn allows(&self, origin: &Origin) -> bool {
+        self.allow
+            .iter()
+            .filter_map(|o| Origin::parse(o).ok())
+            .any(|o| o == *origin)
+    }
+}
+
+/// The `wasi:http` hooks of one plugin call: what it was granted and what it has used.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundPolicy {
+    grant: Option<Arc<HttpGrant>>,
+    ident: Option<Arc<PluginIdent>>,
+    request_id: Option<Arc<str>>,
+    calls: u32,
+}
+
+impl OutboundPolicy {
+    pub fn new(
+        grant: Option<Arc<HttpGrant>>,
+        ident: Arc<PluginIdent>,
+        request_id: Arc<str>,
+    ) -> OutboundPolicy {
+        OutboundPolicy {
+            grant,
+            ident: Some(ident),
+            request_id: Some(request_id),
+            calls: 0,
+        }
+    }
+
+    /// Why `uri` may not be called now, if it may not.
+    fn refusal(&mut self, uri: &http::Uri) -> Option<String> {
+        let Some(grant) = &self.grant else {
+            return Some("outbound HTTP is not granted".into());
+        };
+        self.calls += 1;
+        if self.calls > grant.max_calls {
+            return Some(format!(
+                "more than {} outbound requests in one call",
+                grant.max_calls
+            ));
+        }
+        let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
+        let origin = Origin {
+            port: uri
+                .port_u16()
+                .unwrap_or(if scheme == "https" { 443 } else { 80 }),
+            scheme,
+            host: uri.host().unwrap_or("").to_ascii_lowercase(),
+        };
+        (!grant.allows(&origin)).then(|| {
+            format!(
+                "{}://{}:{} is not on the plugin's allow-list",
+                origin.scheme, origin.host, origin.port
+            )
+        })
+    }
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+type Sent = Box<
+    dyn Future<Output = wasmtime_wasi_http::Result<(http::Response<WasiBody>, IoFuture)>> + Send,
+>;
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _io: IoFuture,
+    ) -> Sent {
+        let refusal = self.refusal(request.uri());
+        let ident = self.ident.clone();
+        let request_id = self.request_id.clone();
+        let uri = request.uri().clone();
+        let (timeout, max_body) = self.grant.as_ref().map_or((Duration::ZERO, 0), |g| {
+            (Duration::from_millis(g.timeout_ms), g.max_response_bytes)
+        });
+        let log = move |why: &str| {
+            tracing::warn!(
+                plugin = ident.as_ref().map(|i| i.to_string()),
+                request_id = request_id.as_deref(),
+                %uri,
+                "outbound request refused: {why}"
+            );
+        };
+        Box::new(async move {
+            if let Some(why) = refusal {
+                log(&why);
+                return Err(if why.starts_with("more than") {
+                    Error::InternalError(Some(why))
+                } else {
+                    Error::HttpRequestDenied
+                });
+            }
+            // The guest's own timeouts apply only when shorter than the grant's.
+            let mut o = options.unwrap_or_default();
+            let clamp = |t: Option<Duration>| Some(t.map_or(timeout, |t| t.min(timeout)));
+            o.connect_timeout = clamp(o.connect_timeout);
+            o.first_byte_timeout = clamp(o.first_byte_timeout);
+            o.between_bytes_timeout = clamp(o.between_bytes_timeout);
+            let sent = tokio::time::timeout(
+                timeout,
+                wasmtime_wasi_http::default_send_request(request, Some(o)),
+            )
+            .await;
+            let (response, io) = match sent {
+                Ok(answer) => answer?,
+                Err(_) => {
+                    log(&format!("no answer within {} ms", timeout.as_millis()));
+                    return Err(Error::ConnectionReadTimeout);
+                }
+            };
+            let declared = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(len) = declared.filter(|len| *len > max_body) {
+                log(&format!("response of {len} bytes, over {max_body}"));
+                return Err(Error::HttpResponseBodySize(Some(len)));
+            }
+            let response = response.map(|body| {
+                Capped {
+                    inner: body.boxed_unsync(),
+                    left: max_body,
+                    limit: max_body,
+                }
+                .boxed_unsync()
+            });
+            Ok((response, Box::new(io) as IoFuture))
+        })
+    }
+}
+
+/// A response body cut at `limit` bytes (for answers without a `Content-Length`).
+struct Capped {
+    inner: WasiBody,
+    left: u64,
+    limit: u64,
+}
+
+impl Body for Capped {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if n > this.left {
+                    this.left = 0;
+                    return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(this.limit)))));
+                }
+                this.left -= n;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allow: &[&str], max_calls: u32) -> OutboundPolicy {
+        OutboundPolicy::new(
+            Some(Arc::new(HttpGrant {
+                allow: allow.iter().map(|s| s.to_string()).collect(),
+                timeout_ms: 100,
+                max_response_bytes: 10,
+                max_calls,
+            })),
+            Arc::new(PluginIdent {
+                name: "p".into(),
+                version: "sha256:0".into(),
+            }),
+            Arc::from("r"),
+        )
+    }
+
+    #[test]
+    fn only_listed_origins_are_allowed() {
+        let mut p = policy(&["https://api.acme.example", "http://127.0.0.1:9000/"], 10);
+        let uri = |u: &str| u.parse::<http::Uri>().unwrap();
+        assert_eq!(p.refusal(&uri("https://api.acme.example/book")), None);
+        assert_eq!(p.refusal(&uri("https://API.acme.example:443/x")), None);
+        assert_eq!(p.refusal(&uri("http://127.0.0.1:9000/x?y=1")), None);
+        assert!(
+            p.refusal(&uri("http://api.acme.example/book")).is_some(),
+            "scheme"
+        );
+        assert!(
+            p.refusal(&uri("https://api.acme.example:8443/")).is_some(),
+            "port"
+        );
+        assert!(p.refusal(&uri("http://127.0.0.1:9001/")).is_some());
+        assert!(p.refusal(&uri("https://evil.example/")).is_some());
+        let mut none = OutboundPolicy::default();
+        assert!(none.refusal(&uri("https://api.acme.example/")).is_some());
+    }
+
+    #[test]
+    fn calls_per_booking_are_capped() {
+        let mut p = policy(&["http://h"], 2);
+        let uri: http::Uri = "http://h/".parse().unwrap();
+        assert_eq!(p.refusal(&uri), None);
+        assert_eq!(p.refusal(&uri), None);
+        assert!(p.refusal(&uri).unwrap().contains("more than 2"));
+    }
+
+    #[test]
+    fn origins_parse_strictly() {
+        assert_eq!(
+            Origin::parse("HTTPS://Api.Example:8443").unwrap(),
+            Origin {
+                scheme: "https".into(),
+                host: "api.example".into(),
+                port: 8443
+            }
+        );
+        assert_eq!(Origin::parse("http://h").unwrap().port, 80);
+        for bad in [
+            "h:80",
+            "ftp://h",
+            "http://h/path",
+            "http://",
+            "http://u@h",
+            "http://h:x",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -76,6 +76,28 @@ pub fn post(addr: &str, path: &str, body: &str, token: &str) -> (u16, String) {
     (status, body)
 }
 
+/// POSTs JSON without a token; the status, the headers (lower-case names) and the body, or
+/// the I/O error when the server is gone.
+pub fn try_post(addr: &str, path: &str, body: &str) -> std::io::Result<(u16, String, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("the answer ended before its headers"))?;
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("not an HTTP answer"))?;
+    Ok((status, head.to_ascii_lowercase(), body.to_string()))
+}
+
 /// base64url without padding.
 pub fn b64(s: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

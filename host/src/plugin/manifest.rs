@@ -59,3 +59,25 @@ impl PluginManifest {
         Ok(values)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_the_environment_and_win_over_plain_values() {
+        let m: PluginManifest = toml::from_str(
+            "path = \"p.wasm\"\n[config]\nkey = \"plain\"\nother = \"kept\"\n\
+             [secrets]\nkey = \"PATH\"\n",
+        )
+        .unwrap();
+        let values = m.values("p").unwrap();
+        assert_eq!(values["key"], std::env::var("PATH").unwrap());
+        assert_eq!(values["other"], "kept");
+        let missing: PluginManifest =
+            toml::from_str("path = \"p.wasm\"\n[secrets]\nk = \"FOLLOWUP_UNSET_FOR_TEST\"\n")
+                .unwrap();
+        let err = missing.values("p").unwrap_err();
+        assert!(err.contains("FOLLOWUP_UNSET_FOR_TEST"), "{err}");
+    }
+}

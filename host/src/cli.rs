@@ -76,12 +76,89 @@ pub enum PluginAction {
     },
     /// Serve a plugin with one of its earlier versions (`sha256:…`, see `list`).
     Rollback { name: String, version: String },
+    /// Describe a component without a host: what it exports (which routes it can serve),
+    /// the WIT version it was built for, what it asks for, and whether a host would load
+    /// it. Exits 1 when it would be refused.
+    Check {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// A host config whose `[plugins.NAME]` grants to judge by (default: grant what it
+        /// asks for).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Which `[plugins.NAME]` of the config.
+        #[arg(long)]
+        plugin: Option<String>,
+    },
+    /// Run one request through exactly the production path and limits, print the answer
+    /// and a report (wall time, fuel, peak memory, log, host calls, headroom against each
+    /// limit). Uses a temporary store. Exits 1 unless every answer is 200.
+    Run {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// A Book Job (JSON) to book.
+        #[arg(long)]
+        book_job: Option<PathBuf>,
+        /// The WorkOrderID of the booking.
+        #[arg(long, default_value = "WO-RUN-1")]
+        work_order_id: String,
+        /// An Appointment Search (JSON) to answer.
+        #[arg(long)]
+        search: Option<PathBuf>,
+        /// A host config whose `[plugins.NAME]` (limits, config, grants) to run under.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Which `[plugins.NAME]` of the config.
+        #[arg(long)]
+        plugin: Option<String>,
+    },
 }
 
 /// Runs the command line.
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, listen } => serve(config, listen).await,
+        Command::Plugin {
+            action:
+                PluginAction::Check {
+                    file,
+                    config,
+                    plugin,
+                },
+            ..
+        } => {
+            let (report, ok) = tokio::task::spawn_blocking(move || {
+                crate::authoring::check(&file, config.as_deref(), plugin.as_deref())
+            })
+            .await??;
+            print!("{report}");
+            anyhow::ensure!(ok, "this host would refuse the component");
+            Ok(())
+        }
+        Command::Plugin {
+            action:
+                PluginAction::Run {
+                    file,
+                    book_job,
+                    work_order_id,
+                    search,
+                    config,
+                    plugin,
+                },
+            ..
+        } => {
+            let request = crate::authoring::RunRequest {
+                book_job,
+                search,
+                work_order_id,
+                config,
+                plugin,
+            };
+            let (report, ok) = crate::authoring::run(&file, request).await?;
+            print!("{report}");
+            anyhow::ensure!(ok, "not every request was answered 200");
+            Ok(())
+        }
         Command::Plugin {
             action,
             admin,
@@ -103,6 +180,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                     format!("/plugins/{name}/rollback/{version}"),
                     Some(Vec::new()),
                 ),
+                // Answered locally above.
+                PluginAction::Check { .. } | PluginAction::Run { .. } => return Ok(()),
             };
             let (status, text) = admin_request(&admin, &path, &token, body)?;
             println!("{text}");

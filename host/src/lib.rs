@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`admin`]: the admin API (plugins, deploy, rollback, health, metrics);
+//! - [`authoring`]: `followup plugin check|run` for plugin authors;
 //! - [`config`]: the TOML configuration and its defaults;
 //! - [`http`]: the HTTP surface (routes, token check, request handling);
 //! - [`error`]: the Standard Response Object and the one status mapping;
@@ -15,6 +16,7 @@
 //! - [`cli`]: the `followup` command line.
 
 pub mod admin;
+pub mod authoring;
 pub mod cli;
 pub mod config;
 pub mod contract;

@@ -12,6 +12,7 @@ impl log::Host for PluginState {
     /// Lines go to the call's capture (within its byte budget) and reach the host log,
     /// tagged with plugin, version and request id, when the call ends.
     fn log(&mut self, level: log::Level, message: String) {
+        self.host_calls.log += 1;
         let source = match level {
             log::Level::Trace => "trace",
             log::Level::Debug => "debug",
@@ -25,6 +26,7 @@ impl log::Host for PluginState {
 
 impl config::Host for PluginState {
     fn get(&mut self, key: String) -> Option<String> {
+        self.host_calls.config += 1;
         self.config.get(&key).cloned()
     }
 }
@@ -44,6 +46,7 @@ impl PluginState {
     /// The call's key-value session; a plugin that imports the store is only loaded when
     /// granted it, so a missing session means a search or a host without a store.
     fn kv(&mut self) -> Result<&mut crate::store::kv::KvSession, kv::KvError> {
+        self.host_calls.kv += 1;
         self.services.kv.as_mut().ok_or_else(|| {
             kv::KvError::Denied("the key-value store is not available to this call".into())
         })
@@ -111,6 +114,7 @@ mod tests {
             services: Default::default(),
             http: Default::default(),
             outbound: Default::default(),
+            host_calls: Default::default(),
         }
     }
 

@@ -98,6 +98,30 @@ pub struct PluginRuntime {
     runaway_ticks: u64,
     /// How long a runaway pauses, holding the slow lane, between slices of one tick.
     runaway_pause: Duration,
+    /// Told about every call (`followup plugin run` reports from it).
+    observer: std::sync::OnceLock<Observer>,
+}
+
+/// Told about every plugin call.
+type Observer = Box<dyn Fn(&CallStats) + Send + Sync>;
+
+/// What one plugin call used, against its limits.
+#[derive(Debug, Clone)]
+pub struct CallStats {
+    pub plugin: Arc<PluginIdent>,
+    pub request_id: String,
+    pub wall: Duration,
+    /// With fuel metering on.
+    pub fuel_used: Option<u64>,
+    pub peak_memory_bytes: usize,
+    pub log_lines: usize,
+    /// Bytes kept of what the guest logged or printed, and bytes dropped over the budget.
+    pub log_bytes: usize,
+    pub log_dropped_bytes: u64,
+    pub host_calls: state::HostCalls,
+    pub limits: sandbox::Limits,
+    /// The failure's detail, when the call failed.
+    pub failure: Option<String>,
 }
 
 impl PluginRuntime {
@@ -130,6 +154,7 @@ impl PluginRuntime {
             starts: Arc::default(),
             runaway_ticks: (rt.runaway_after_ms / tick.as_millis().max(1) as u64).max(1),
             runaway_pause: tick * (100 / u32::from(rt.runaway_share_percent.clamp(1, 100))),
+            observer: std::sync::OnceLock::new(),
         }))
     }
 
@@ -172,6 +197,11 @@ impl PluginRuntime {
                 counter.load(Ordering::Relaxed)
             );
         }
+    }
+
+    /// Has `observer` told about every plugin call from now on (once per runtime).
+    pub fn observe(&self, observer: impl Fn(&CallStats) + Send + Sync + 'static) -> bool {
+        self.observer.set(Box::new(observer)).is_ok()
     }
 
     /// The settings the runtime was built with.
@@ -377,7 +407,7 @@ impl PluginRuntime {
             .fuel_granted
             .and_then(|granted| Some(granted - store.get_fuel().ok()?));
         let state = store.data();
-        flush_output(state);
+        let (log_lines, log_bytes, log_dropped_bytes) = flush_output(state);
         tracing::debug!(
             plugin = %plugin.ident,
             request_id,
@@ -385,15 +415,34 @@ impl PluginRuntime {
             fuel_used,
             "plugin call finished"
         );
-        match outcome {
-            Ok(Ok(answer)) => Ok((answer, std::mem::take(&mut store.data_mut().services))),
+        let result = match outcome {
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(err)) => Err(classify(&plugin.ident, &limits, state, &err)),
             Err(_elapsed) => Err(failure(
                 plugin,
                 FailureKind::Timeout,
                 format!("timed out after {} ms", limits.timeout_ms),
             )),
+        };
+        if let Some(observer) = self.observer.get() {
+            let mut host_calls = state.host_calls;
+            host_calls.http = state.outbound.calls();
+            observer(&CallStats {
+                plugin: plugin.ident.clone(),
+                request_id: request_id.to_string(),
+                wall: started.elapsed(),
+                fuel_used,
+                peak_memory_bytes: state.limiter.peak_memory,
+                log_lines,
+                log_bytes,
+                log_dropped_bytes,
+                host_calls,
+                limits,
+                failure: result.as_ref().err().map(|f| f.cause.clone()),
+            });
         }
+        let answer = result?;
+        Ok((answer, std::mem::take(&mut store.data_mut().services)))
     }
 
     /// A `Store` for one call, with everything the sandbox enforces: an empty WASI context
@@ -426,6 +475,7 @@ impl PluginRuntime {
             services: Services::default(),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             outbound: outbound::OutboundPolicy::default(),
+            host_calls: state::HostCalls::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -562,8 +612,14 @@ fn root_cause(err: &wasmtime::Error) -> String {
 
 /// Logs what the guest wrote, one log event per line, tagged with plugin, version and
 /// request id.
-fn flush_output(state: &PluginState) {
+/// Logs what the guest wrote; how many lines and bytes, and bytes dropped.
+fn flush_output(state: &PluginState) -> (usize, usize, u64) {
     let (lines, dropped) = state.output.take();
+    let counted = (
+        lines.len(),
+        lines.iter().map(|l| l.text.len()).sum(),
+        dropped,
+    );
     let (plugin, request_id) = (&state.ident, &*state.request_id);
     for line in lines.into_iter().filter(|l| !l.text.trim().is_empty()) {
         let text = line.text;
@@ -583,6 +639,7 @@ fn flush_output(state: &PluginState) {
             "plugin output over its max_log_bytes was dropped"
         );
     }
+    counted
 }
 
 #[cfg(test)]

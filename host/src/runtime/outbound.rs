@@ -143,6 +143,11 @@ impl OutboundPolicy {
         }
     }
 
+    /// Requests the call has made (refused ones included).
+    pub fn calls(&self) -> u32 {
+        self.calls
+    }
+
     /// Why `uri` may not be called now, if it may not.
     fn refusal(&mut self, uri: &http::Uri) -> Option<String> {
         let Some(grant) = &self.grant else {

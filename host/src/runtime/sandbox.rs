@@ -141,6 +141,8 @@ pub struct Limiter {
     max_table_elements: usize,
     /// Set when the guest asked for more memory or table than allowed.
     pub hit: Option<String>,
+    /// The largest linear memory the call was allowed, in bytes.
+    pub peak_memory: usize,
 }
 
 impl Limiter {
@@ -149,6 +151,7 @@ impl Limiter {
             max_memory_bytes: usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX),
             max_table_elements: limits.max_table_elements,
             hit: None,
+            peak_memory: 0,
         }
     }
 }
@@ -167,6 +170,7 @@ impl ResourceLimiter for Limiter {
             ));
             return Ok(false);
         }
+        self.peak_memory = self.peak_memory.max(desired);
         Ok(true)
     }
 

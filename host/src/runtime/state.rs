@@ -31,6 +31,17 @@ pub struct PluginState {
     /// `wasi:http` state and the checks on every outbound request.
     pub http: WasiHttpCtx,
     pub outbound: OutboundPolicy,
+    /// Calls of the host services so far.
+    pub host_calls: HostCalls,
+}
+
+/// How often a call used each host service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCalls {
+    pub log: u32,
+    pub config: u32,
+    pub kv: u32,
+    pub http: u32,
 }
 
 /// Host services a call may use beyond logging and config; each is granted per plugin.

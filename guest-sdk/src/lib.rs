@@ -81,8 +81,25 @@ pub trait SearchPlugin {
 }
 
 /// Logging into the host's log; each line is tagged with plugin, version and request id.
+/// Built natively (unit tests), lines go to stderr.
 pub mod log {
+    #[cfg(target_arch = "wasm32")]
     use crate::__bindings::servicemobility::booking::log::{Level, log};
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[derive(Debug)]
+    enum Level {
+        Trace,
+        Debug,
+        Info,
+        Warn,
+        Error,
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn log(level: Level, message: &str) {
+        eprintln!("[{level:?}] {message}");
+    }
 
     pub fn trace(message: &str) {
         log(Level::Trace, message);
@@ -109,12 +126,16 @@ pub mod log {
     }
 }
 
-/// Values the operator configured for this plugin (`[plugins.NAME.config]` in the host
-/// config).
+/// Values the operator configured for this plugin (`[plugins.NAME.config]` and
+/// `[plugins.NAME.secrets]` in the host config). Built natively (unit tests), values come
+/// from [`set`] on the current thread.
 pub mod config {
     /// The value of `key`, or `None` when it is not configured.
     pub fn get(key: &str) -> Option<String> {
-        crate::__bindings::servicemobility::booking::config::get(key)
+        #[cfg(target_arch = "wasm32")]
+        return crate::__bindings::servicemobility::booking::config::get(key);
+        #[cfg(not(target_arch = "wasm32"))]
+        return VALUES.with(|v| v.borrow().get(key).cloned());
     }
 
     /// The value of `key` parsed as `T`, or `default` when absent or unparsable.
@@ -122,6 +143,18 @@ pub mod config {
         get(key)
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(default)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    thread_local! {
+        static VALUES: std::cell::RefCell<std::collections::HashMap<String, String>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+
+    /// Natively only: sets a value as the operator would (for unit tests).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn set(key: &str, value: &str) {
+        VALUES.with(|v| v.borrow_mut().insert(key.to_string(), value.to_string()));
     }
 }
 

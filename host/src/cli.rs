@@ -76,6 +76,19 @@ pub enum PluginAction {
     },
     /// Serve a plugin with one of its earlier versions (`sha256:…`, see `list`).
     Rollback { name: String, version: String },
+    /// Create a plugin project from a template: it builds, has a test and a README.
+    New {
+        /// The plugin's name (lower-case letters, digits, '-').
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::scaffold::Lang,
+        /// Where to create the project's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Rust only: the followup-sdk directory (default: the one beside this build).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Describe a component without a host: what it exports (which routes it can serve),
     /// the WIT version it was built for, what it asks for, and whether a host would load
     /// it. Exits 1 when it would be refused.
@@ -119,75 +132,10 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, listen } => serve(config, listen).await,
         Command::Plugin {
-            action:
-                PluginAction::Check {
-                    file,
-                    config,
-                    plugin,
-                },
-            ..
-        } => {
-            let (report, ok) = tokio::task::spawn_blocking(move || {
-                crate::authoring::check(&file, config.as_deref(), plugin.as_deref())
-            })
-            .await??;
-            print!("{report}");
-            anyhow::ensure!(ok, "this host would refuse the component");
-            Ok(())
-        }
-        Command::Plugin {
-            action:
-                PluginAction::Run {
-                    file,
-                    book_job,
-                    work_order_id,
-                    search,
-                    config,
-                    plugin,
-                },
-            ..
-        } => {
-            let request = crate::authoring::RunRequest {
-                book_job,
-                search,
-                work_order_id,
-                config,
-                plugin,
-            };
-            let (report, ok) = crate::authoring::run(&file, request).await?;
-            print!("{report}");
-            anyhow::ensure!(ok, "not every request was answered 200");
-            Ok(())
-        }
-        Command::Plugin {
             action,
             admin,
             token_env,
-        } => {
-            let token = std::env::var(&token_env).unwrap_or_default();
-            anyhow::ensure!(
-                !token.is_empty(),
-                "environment variable {token_env} is unset or empty"
-            );
-            let (path, body) = match action {
-                PluginAction::List => ("/plugins".to_string(), None),
-                PluginAction::Deploy { name, file } => {
-                    let bytes = std::fs::read(&file)
-                        .with_context(|| format!("cannot read {}", file.display()))?;
-                    (format!("/plugins/{name}"), Some(bytes))
-                }
-                PluginAction::Rollback { name, version } => (
-                    format!("/plugins/{name}/rollback/{version}"),
-                    Some(Vec::new()),
-                ),
-                // Answered locally above.
-                PluginAction::Check { .. } | PluginAction::Run { .. } => return Ok(()),
-            };
-            let (status, text) = admin_request(&admin, &path, &token, body)?;
-            println!("{text}");
-            anyhow::ensure!(status == 200, "the admin API answered {status}");
-            Ok(())
-        }
+        } => plugin(action, &admin, &token_env).await,
         Command::Token {
             secret_env,
             ttl,
@@ -227,6 +175,79 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `followup plugin …`: authoring commands run here; the others call the admin API.
+async fn plugin(action: PluginAction, admin: &str, token_env: &str) -> anyhow::Result<()> {
+    let (path, body) = match action {
+        PluginAction::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => {
+            let made = crate::scaffold::new_plugin(&name, lang, &dir, sdk.as_deref())?;
+            println!(
+                "created {} ({lang:?}); next: its README.md, then\n  \
+                 followup plugin run {} --config host.toml --book-job samples/book-job.json",
+                made.display(),
+                crate::scaffold::component_path(&name, lang)
+            );
+            return Ok(());
+        }
+        PluginAction::Check {
+            file,
+            config,
+            plugin,
+        } => {
+            let (report, ok) = tokio::task::spawn_blocking(move || {
+                crate::authoring::check(&file, config.as_deref(), plugin.as_deref())
+            })
+            .await??;
+            print!("{report}");
+            anyhow::ensure!(ok, "this host would refuse the component");
+            return Ok(());
+        }
+        PluginAction::Run {
+            file,
+            book_job,
+            work_order_id,
+            search,
+            config,
+            plugin,
+        } => {
+            let request = crate::authoring::RunRequest {
+                book_job,
+                search,
+                work_order_id,
+                config,
+                plugin,
+            };
+            let (report, ok) = crate::authoring::run(&file, request).await?;
+            print!("{report}");
+            anyhow::ensure!(ok, "not every request was answered 200");
+            return Ok(());
+        }
+        PluginAction::List => ("/plugins".to_string(), None),
+        PluginAction::Deploy { name, file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            (format!("/plugins/{name}"), Some(bytes))
+        }
+        PluginAction::Rollback { name, version } => (
+            format!("/plugins/{name}/rollback/{version}"),
+            Some(Vec::new()),
+        ),
+    };
+    let token = std::env::var(token_env).unwrap_or_default();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "environment variable {token_env} is unset or empty"
+    );
+    let (status, text) = admin_request(admin, &path, &token, body)?;
+    println!("{text}");
+    anyhow::ensure!(status == 200, "the admin API answered {status}");
+    Ok(())
 }
 
 /// One request to the admin API over plain HTTP/1.1 (it listens on loopback): GET without

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`admin`]: the admin API (plugins, deploy, rollback, health, metrics);
 //! - [`authoring`]: `followup plugin check|run` for plugin authors;
+//! - [`scaffold`]: `followup plugin new`, plugin projects from templates;
 //! - [`config`]: the TOML configuration and its defaults;
 //! - [`http`]: the HTTP surface (routes, token check, request handling);
 //! - [`error`]: the Standard Response Object and the one status mapping;
@@ -25,6 +26,7 @@ pub mod http;
 pub mod metrics;
 pub mod plugin;
 pub mod runtime;
+pub mod scaffold;
 pub mod store;
 pub mod watch;
 

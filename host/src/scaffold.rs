@@ -1,0 +1,132 @@
+//! `followup plugin new`: a working plugin project from a template, per language. Each
+//! template builds, has a test and a README, and runs with `followup plugin run` as
+//! generated.
+
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+
+/// The languages a plugin can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Js,
+    Python,
+}
+
+/// One file of a template: its path in the project and its text with `{{…}}` holes.
+type Template = (&'static str, &'static str);
+
+const RUST: &[Template] = &[
+    (
+        "Cargo.toml",
+        include_str!("../templates/rust/Cargo.toml.tmpl"),
+    ),
+    (
+        "src/lib.rs",
+        include_str!("../templates/rust/src/lib.rs.tmpl"),
+    ),
+    (
+        "samples/book-job.json",
+        include_str!("../templates/rust/samples/book-job.json.tmpl"),
+    ),
+    (
+        "host.toml",
+        include_str!("../templates/rust/host.toml.tmpl"),
+    ),
+    (
+        "README.md",
+        include_str!("../templates/rust/README.md.tmpl"),
+    ),
+];
+
+/// The SDK beside this binary's sources, for Rust projects made on a developer machine.
+fn default_sdk() -> Option<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../guest-sdk")
+        .canonicalize()
+        .ok()
+}
+
+/// Where a new project's component will be, relative to the project.
+pub fn component_path(name: &str, lang: Lang) -> String {
+    match lang {
+        Lang::Rust => format!(
+            "target/wasm32-wasip2/release/{}.wasm",
+            name.replace('-', "_")
+        ),
+        Lang::Js | Lang::Python => format!("{name}.wasm"),
+    }
+}
+
+/// Writes a new project `name` in `lang` under `parent`; its directory.
+pub fn new_plugin(
+    name: &str,
+    lang: Lang,
+    parent: &Path,
+    sdk: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        bail!(
+            "{name:?}: a plugin name is lower-case letters, digits and '-', starting with a letter"
+        );
+    }
+    let dir = parent.join(name);
+    if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+        bail!("{} exists and is not empty", dir.display());
+    }
+    let wasm = component_path(name, lang);
+    let (files, sdk) = match lang {
+        Lang::Rust => {
+            let sdk = sdk.map(Path::to_path_buf).or_else(default_sdk).context(
+                "cannot find followup-sdk; pass --sdk PATH (the guest-sdk directory of the followup repository)",
+            )?;
+            (RUST, sdk.display().to_string())
+        }
+        Lang::Js | Lang::Python => bail!("templates for {lang:?} are not available in this build"),
+    };
+    for (path, text) in files {
+        let target = dir.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let text = text
+            .replace("{{name}}", name)
+            .replace("{{wasm}}", &wasm)
+            .replace("{{sdk}}", &sdk);
+        std::fs::write(&target, text)
+            .with_context(|| format!("cannot write {}", target.display()))?;
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_holes_filled() {
+        let parent = std::env::temp_dir().join(format!("followup-scaffold-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&parent);
+        assert!(new_plugin("Bad_Name", Lang::Rust, &parent, None).is_err());
+        let dir = new_plugin("acme-rules", Lang::Rust, &parent, Some(Path::new("/sdk"))).unwrap();
+        let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(cargo.contains("name = \"acme-rules\""));
+        assert!(cargo.contains("path = \"/sdk\""));
+        let host = std::fs::read_to_string(dir.join("host.toml")).unwrap();
+        assert!(host.contains("target/wasm32-wasip2/release/acme_rules.wasm"));
+        assert!(
+            !std::fs::read_to_string(dir.join("src/lib.rs"))
+                .unwrap()
+                .contains("{{")
+        );
+        assert!(
+            new_plugin("acme-rules", Lang::Rust, &parent, None).is_err(),
+            "not over a project"
+        );
+        let _ = std::fs::remove_dir_all(&parent);
+    }
+}

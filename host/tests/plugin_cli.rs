@@ -82,18 +82,11 @@ fn the_plugin_commands_drive_a_running_host() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `followup plugin ARGS…` without a host: success and everything printed.
+/// `followup plugin ARGS…` without a host.
 fn local(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_followup"))
-        .arg("plugin")
-        .args(args)
-        .env("RUST_LOG", "error")
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    let mut all = vec!["plugin"];
+    all.extend_from_slice(args);
+    common::followup(&std::env::temp_dir(), &all)
 }
 
 fn example(name: &str) -> String {

@@ -3,23 +3,10 @@
 
 mod common;
 
-use common::workspace;
+use common::{followup, workspace};
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
-
-fn followup(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_followup"))
-        .current_dir(dir)
-        .args(args)
-        .env("RUST_LOG", "error")
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
 
 fn cargo(dir: &Path, args: &[&str]) {
     let target = std::env::var_os("CARGO_TARGET_DIR")

@@ -146,3 +146,17 @@ pub fn now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// Runs the `followup` binary in `dir` with `args`, quietly: success and everything printed.
+pub fn followup(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_followup"))
+        .current_dir(dir)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}

@@ -246,14 +246,25 @@ pub async fn run(file: &Path, request: RunRequest) -> anyhow::Result<(String, bo
         bail!("give --book-job FILE.json and/or --search FILE.json");
     }
     let base = request.config.as_deref().map(Config::load).transpose()?;
-    let probe = PluginRuntime::new(&runtime_config(false))?;
-    let inspection = inspect(&probe, file)?;
-    drop(probe);
+    // One runtime for looking and running, so the component compiles once. Fuel is
+    // metered (never limited beyond max_fuel) to report it.
+    let mut rt = base
+        .as_ref()
+        .map_or_else(RuntimeConfig::default, |b| b.runtime);
+    rt.fuel = true;
+    rt.max_instances = rt.max_instances.min(8);
+    let runtime = PluginRuntime::new(&rt)?;
+    let inspection = {
+        let (runtime, file) = (runtime.clone(), file.to_path_buf());
+        tokio::task::spawn_blocking(move || inspect(&runtime, &file))
+            .await
+            .context("inspecting panicked")??
+    };
     let (name, manifest) =
         manifest_for(file, base.as_ref(), request.plugin.as_deref(), &inspection)?;
 
     // The production path: the host's own App with the component as the only plugin, on
-    // a temporary store. Fuel is metered (never limited beyond max_fuel) to report it.
+    // a temporary store.
     let scratch = std::env::temp_dir().join(format!("followup-run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let mut text = format!(
@@ -272,18 +283,11 @@ pub async fn run(file: &Path, request: RunRequest) -> anyhow::Result<(String, bo
     }
     let mut config = Config::parse(&text, Path::new("."))?;
     config.plugins.insert(name.clone(), manifest.clone());
-    config.runtime = base
-        .as_ref()
-        .map_or_else(RuntimeConfig::default, |b| b.runtime);
-    config.runtime.fuel = true;
-    config.runtime.max_instances = config.runtime.max_instances.min(8);
+    config.runtime = rt;
     config.status_mode = base.as_ref().map_or(config.status_mode, |b| b.status_mode);
     config.store.path = scratch.join("followup.db");
     config.versions_dir = PathBuf::new();
-    config.cache_dir = base
-        .as_ref()
-        .map_or_else(|| scratch.join("cache"), |b| b.cache_dir.clone());
-    let app = tokio::task::spawn_blocking(move || App::new(&config))
+    let app = tokio::task::spawn_blocking(move || App::with_runtime(&config, runtime))
         .await
         .context("loading panicked")??;
     let app = Arc::new(app);

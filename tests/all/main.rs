@@ -12,3 +12,4 @@ mod outbound;
 mod sandbox;
 mod store;
 mod support;
+mod wit_reference;

@@ -253,7 +253,13 @@ pub async fn run(file: &Path, request: RunRequest) -> anyhow::Result<(String, bo
         .map_or_else(RuntimeConfig::default, |b| b.runtime);
     rt.fuel = true;
     rt.max_instances = rt.max_instances.min(8);
-    let runtime = PluginRuntime::new(&rt)?;
+    // Compiled components are kept (the config's cache, else one in the temporary
+    // directory), so running the same build again skips compiling.
+    let cache = base.as_ref().map_or_else(
+        || std::env::temp_dir().join("followup-run-cache"),
+        |b| b.cache_dir.clone(),
+    );
+    let runtime = PluginRuntime::with_cache(&rt, cache)?;
     let inspection = {
         let (runtime, file) = (runtime.clone(), file.to_path_buf());
         tokio::task::spawn_blocking(move || inspect(&runtime, &file))

@@ -39,6 +39,68 @@ const RUST: &[Template] = &[
     ),
 ];
 
+/// The sample every template ships, and the WIT package for the languages that bind to it
+/// at build time.
+const SAMPLE: Template = (
+    "samples/book-job.json",
+    include_str!("../templates/rust/samples/book-job.json.tmpl"),
+);
+const WIT: Template = ("wit/booking.wit", include_str!("../../wit/booking.wit"));
+
+const PYTHON: &[Template] = &[
+    (
+        "rules.py",
+        include_str!("../templates/python/rules.py.tmpl"),
+    ),
+    ("app.py", include_str!("../templates/python/app.py.tmpl")),
+    (
+        "test_rules.py",
+        include_str!("../templates/python/test_rules.py.tmpl"),
+    ),
+    (
+        "requirements.txt",
+        include_str!("../templates/python/requirements.txt.tmpl"),
+    ),
+    (
+        "build.sh",
+        include_str!("../templates/python/build.sh.tmpl"),
+    ),
+    (
+        "host.toml",
+        include_str!("../templates/python/host.toml.tmpl"),
+    ),
+    (
+        "README.md",
+        include_str!("../templates/python/README.md.tmpl"),
+    ),
+    SAMPLE,
+    WIT,
+];
+
+const JS: &[Template] = &[
+    (
+        "package.json",
+        include_str!("../templates/js/package.json.tmpl"),
+    ),
+    ("build.mjs", include_str!("../templates/js/build.mjs.tmpl")),
+    (
+        "src/rules.js",
+        include_str!("../templates/js/src/rules.js.tmpl"),
+    ),
+    (
+        "src/app.js",
+        include_str!("../templates/js/src/app.js.tmpl"),
+    ),
+    (
+        "test/rules.test.mjs",
+        include_str!("../templates/js/test/rules.test.mjs.tmpl"),
+    ),
+    ("host.toml", include_str!("../templates/js/host.toml.tmpl")),
+    ("README.md", include_str!("../templates/js/README.md.tmpl")),
+    SAMPLE,
+    WIT,
+];
+
 /// The SDK beside this binary's sources, for Rust projects made on a developer machine.
 fn default_sdk() -> Option<PathBuf> {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -86,7 +148,8 @@ pub fn new_plugin(
             )?;
             (RUST, sdk.display().to_string())
         }
-        Lang::Js | Lang::Python => bail!("templates for {lang:?} are not available in this build"),
+        Lang::Python => (PYTHON, String::new()),
+        Lang::Js => (JS, String::new()),
     };
     for (path, text) in files {
         let target = dir.join(path);
@@ -99,8 +162,22 @@ pub fn new_plugin(
             .replace("{{sdk}}", &sdk);
         std::fs::write(&target, text)
             .with_context(|| format!("cannot write {}", target.display()))?;
+        if path.ends_with(".sh") {
+            make_executable(&target)?;
+        }
     }
     Ok(dir)
+}
+
+#[cfg(unix)]
+fn make_executable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+}
+
+#[cfg(not(unix))]
+fn make_executable(_: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]

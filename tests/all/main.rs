@@ -6,6 +6,7 @@ mod contract;
 mod fuzz;
 mod hot_swap;
 mod http;
+mod languages;
 mod limits;
 mod loading;
 mod outbound;

@@ -1,0 +1,123 @@
+//! The same rules in Rust, JavaScript and Python: the example plugins, built from source by
+//! `tests/build.rs`, give the same answers on every example payload and on the cases each
+//! rule refuses, through the same HTTP path.
+
+use crate::support::{Answer, Server, example, example_json, with};
+use followup_tests::guests;
+use serde_json::{Value, json};
+use std::time::Instant;
+
+/// The examples in other languages: (route prefix, component).
+const PORTS: &[(&str, &str)] = &[("py", guests::CAPACITY_BOOKER_PY)];
+
+fn config() -> String {
+    let mut text = String::new();
+    for (prefix, path) in [("rust", guests::CAPACITY_BOOKER)].iter().chain(PORTS) {
+        text.push_str(&format!(
+            "[plugins.booker-{prefix}]\npath = {path:?}\nkv = true\ntimeout_ms = 5000\n\
+             max_memory_bytes = 134217728\n\
+             [plugins.booker-{prefix}.config]\nnow = \"2024-06-17T12:00:00Z\"\n\
+             utc_offset_minutes = \"-240\"\ndaily_capacity = \"2\"\nclosed_dates = \"2024-06-19\"\n\
+             [[routes]]\nname = \"book\"\npath = \"/{prefix}/book/{{0}}\"\nkind = \"book-job\"\n\
+             plugin = \"booker-{prefix}\"\n\
+             [[routes]]\nname = \"search\"\npath = \"/{prefix}/search\"\nkind = \"appointment-search\"\n\
+             plugin = \"booker-{prefix}\"\n"
+        ));
+    }
+    text
+}
+
+/// What must be equal across languages: the status and the body, with the error's
+/// `detail` cut before the plugin's name (which names the component) and request id.
+fn comparable(answer: &Answer) -> Value {
+    let mut body = answer.json.clone();
+    if let Some(detail) = body.get("detail").and_then(Value::as_str) {
+        let detail = detail
+            .split(" (request ")
+            .next()
+            .unwrap_or("")
+            .split("plugin booker-")
+            .next()
+            .unwrap_or("")
+            .to_string();
+        body["detail"] = Value::String(detail);
+    }
+    json!({ "status": answer.status, "body": body })
+}
+
+/// (name, path after the language prefix, body): every example payload, then the cases the
+/// rules refuse.
+fn cases() -> Vec<(&'static str, String, String)> {
+    let full = example_json("book-job.full.json");
+    let minimal = example_json("book-job.minimal.json");
+    let slot = |start: &str, end: &str| {
+        with(
+            minimal.clone(),
+            "/TimeConstraints",
+            json!([{ "Period": { "Start": start, "End": end } }]),
+        )
+    };
+    vec![
+        ("full example", "/book/WO-1".into(), example("book-job.full.json")),
+        ("minimal example", "/book/WO-2".into(), example("book-job.minimal.json")),
+        ("search example", "/search".into(), example("appointment-search.request.json")),
+        ("Book Job as a search", "/search".into(), example("book-job.full.json")),
+        // The day's capacity of 2 is taken by the two bookings above.
+        ("full day", "/book/WO-3".into(), slot("2024-06-18T14:00:00Z", "2024-06-18T16:00:00Z")),
+        ("past slot", "/book/WO-4".into(), slot("2024-06-17T08:00:00Z", "2024-06-17T10:00:00Z")),
+        ("closed date", "/book/WO-5".into(), slot("2024-06-19T13:00:00Z", "2024-06-19T17:00:00Z")),
+        ("Saturday", "/book/WO-6".into(), slot("2024-06-22T13:00:00Z", "2024-06-22T17:00:00Z")),
+        ("out of hours", "/book/WO-7".into(), slot("2024-06-20T01:00:00Z", "2024-06-20T03:00:00Z")),
+        ("short slot", "/book/WO-8".into(), slot("2024-06-20T13:00:00Z", "2024-06-20T13:30:00Z")),
+        (
+            "profile failures",
+            "/book/WO-9".into(),
+            json!({ "TimeConstraints": [{ "Period": { "Start": "2024-06-20T17:00:00Z", "End": "2024-06-20T13:00:00Z" } }] }).to_string(),
+        ),
+        (
+            "another service area",
+            "/book/WO-10".into(),
+            with(full.clone(), "/Location/ServiceAreaID", json!("NORTH")),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn the_examples_in_every_language_give_the_same_answers() {
+    let server = Server::with_config(&config()).await;
+    let mut timings = Vec::new();
+    for (name, path, body) in cases() {
+        let rust = server.post(&format!("/rust{path}"), &body).await;
+        for (prefix, _) in PORTS {
+            let started = Instant::now();
+            let port = server.post(&format!("/{prefix}{path}"), &body).await;
+            timings.push((*prefix, started.elapsed()));
+            assert_eq!(
+                comparable(&port),
+                comparable(&rust),
+                "{name}: {prefix} answered\n{}\nRust answered\n{}",
+                port.text,
+                rust.text
+            );
+        }
+        assert!(
+            rust.status == 200 || rust.error_type() != "",
+            "{name}: {}",
+            rust.text
+        );
+    }
+    // Per-request time through the server, for the record (not a target).
+    for (prefix, _) in PORTS {
+        let mut times: Vec<_> = timings
+            .iter()
+            .filter(|(p, _)| p == prefix)
+            .map(|(_, t)| *t)
+            .collect();
+        times.sort();
+        println!(
+            "{prefix}: median {:?} over {} requests",
+            times[times.len() / 2],
+            times.len()
+        );
+    }
+}

@@ -8,7 +8,10 @@ use serde_json::{Value, json};
 use std::time::Instant;
 
 /// The examples in other languages: (route prefix, component).
-const PORTS: &[(&str, &str)] = &[("py", guests::CAPACITY_BOOKER_PY)];
+const PORTS: &[(&str, &str)] = &[
+    ("py", guests::CAPACITY_BOOKER_PY),
+    ("js", guests::CAPACITY_BOOKER_JS),
+];
 
 fn config() -> String {
     let mut text = String::new();

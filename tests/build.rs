@@ -166,7 +166,10 @@ fn build_javascript(root: &Path, target_dir: &Path) -> PathBuf {
         return out;
     }
     let help = "the JavaScript example needs node and npm (the npm registry reachable)";
-    if !plugin.join("node_modules/@bytecodealliance/componentize-js").exists() {
+    if !plugin
+        .join("node_modules/@bytecodealliance/componentize-js")
+        .exists()
+    {
         run(
             Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund", "--silent"])

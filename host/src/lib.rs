@@ -7,6 +7,7 @@
 //! - [`scaffold`]: `followup plugin new`, plugin projects from templates;
 //! - [`config`]: the TOML configuration and its defaults;
 //! - [`http`]: the HTTP surface (routes, token check, request handling);
+//! - [`files`]: files written whole or not at all;
 //! - [`error`]: the Standard Response Object and the one status mapping;
 //! - [`metrics`]: failure counters per plugin version and error type;
 //! - [`contract`]: the contract's records and their JSON mapping (shared with the SDK);
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod plugin;

@@ -16,6 +16,7 @@
 //!
 //! Without a directory the same bookkeeping lives in memory only.
 
+use crate::files::write_atomically;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -295,16 +296,6 @@ fn append_journal(path: &Path, lines: &[Served]) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(journal_text(lines).as_bytes())?;
     file.sync_data()
-}
-
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -280,15 +280,11 @@ impl PluginRuntime {
         component
     }
 
-    /// Writes an artefact and its digest; a half-written file is never visible (temporary
-    /// file, then rename). Failing to cache only costs the next start a compile.
+    /// Writes an artefact and its digest, each whole or not at all. Failing to cache only
+    /// costs the next start a compile.
     fn store_cached(&self, dir: &std::path::Path, hash: &str, artefact: &[u8]) {
         let path = self.cache_path(dir, hash);
-        let write = |target: &std::path::Path, data: &[u8]| -> std::io::Result<()> {
-            let tmp = target.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, data)?;
-            std::fs::rename(&tmp, target)
-        };
+        let write = crate::files::write_atomically;
         let digest = crate::plugin::loader::content_hash(artefact);
         let written = write(&path, artefact)
             .and_then(|()| write(&path.with_extension("sha256"), digest.as_bytes()));

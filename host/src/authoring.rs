@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// What a component is and what it asks for, read without running it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Inspection {
     pub file: PathBuf,
     pub size: usize,
@@ -25,6 +25,9 @@ pub struct Inspection {
     pub book: bool,
     pub search: bool,
     pub imports: Vec<String>,
+    /// The component, so a verdict needs no second read.
+    pub bytes: Arc<[u8]>,
+    pub hash: String,
 }
 
 impl Inspection {
@@ -39,18 +42,12 @@ impl Inspection {
     }
 }
 
-fn runtime_config(fuel: bool) -> RuntimeConfig {
-    RuntimeConfig {
-        max_instances: 8,
-        fuel,
-        ..RuntimeConfig::default()
-    }
-}
-
 /// Reads, compiles and describes `file`; a component the host cannot even compile or that
 /// is built for another WIT version is an error naming why.
 pub fn inspect(runtime: &PluginRuntime, file: &Path) -> anyhow::Result<Inspection> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bytes: Arc<[u8]> = std::fs::read(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .into();
     // A manifest granting everything: this only looks, the verdict is made below.
     let manifest: PluginManifest =
         toml::from_str("path = \"inspected.wasm\"\nkv = true\n[http]\nallow = []\n")?;
@@ -59,7 +56,7 @@ pub fn inspect(runtime: &PluginRuntime, file: &Path) -> anyhow::Result<Inspectio
         .and_then(|s| s.to_str())
         .unwrap_or("plugin")
         .to_string();
-    let plugin = loader::load_bytes(runtime, &name, &manifest, Arc::from(bytes.as_slice()))?;
+    let plugin = loader::load_bytes(runtime, &name, &manifest, bytes.clone())?;
     let component = runtime.compile(&plugin.hash, &bytes)?;
     let mut imports: Vec<String> = component
         .component_type()
@@ -75,6 +72,8 @@ pub fn inspect(runtime: &PluginRuntime, file: &Path) -> anyhow::Result<Inspectio
         book: plugin.book.is_some(),
         search: plugin.search.is_some(),
         imports,
+        bytes,
+        hash: plugin.hash.clone(),
     })
 }
 
@@ -134,7 +133,10 @@ pub fn check(
     plugin: Option<&str>,
 ) -> anyhow::Result<(String, bool)> {
     let config = config.map(Config::load).transpose()?;
-    let runtime = PluginRuntime::new(&runtime_config(false))?;
+    let runtime = PluginRuntime::new(&RuntimeConfig {
+        max_instances: 8,
+        ..RuntimeConfig::default()
+    })?;
     let mut out = String::new();
     let inspection = match inspect(&runtime, file) {
         Ok(i) => i,
@@ -199,7 +201,7 @@ pub fn check(
             g.join(", ")
         }
     };
-    let verdict = loader::load_bytes(&runtime, &name, &manifest, Arc::from(std::fs::read(file)?));
+    let verdict = loader::load_hashed(&runtime, &name, &manifest, i.bytes.clone(), i.hash.clone());
     let routes: Vec<&RouteConfig> = config
         .iter()
         .flat_map(|c| c.routes.iter().filter(|r| r.plugin == name))

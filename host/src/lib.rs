@@ -222,14 +222,15 @@ impl App {
         let current = self
             .plugin(name)
             .ok_or_else(|| DeployError::UnknownPlugin(name.to_string()))?;
-        if plugin::loader::content_hash(&bytes) == current.hash {
+        let hash = plugin::loader::content_hash(&bytes);
+        if hash == current.hash {
             return Ok(current.ident.clone());
         }
         // Compiling takes ~100 ms per 250 KB on 2 cores: off the async workers.
         let runtime = self.runtime.clone();
         let owned = name.to_string();
         let candidate = tokio::task::spawn_blocking(move || {
-            plugin::loader::load_bytes(&runtime, &owned, &manifest, bytes)
+            plugin::loader::load_hashed(&runtime, &owned, &manifest, bytes, hash)
         })
         .await
         .map_err(|e| DeployError::CannotServe(format!("loading panicked: {e}")))??;
@@ -348,25 +349,28 @@ fn load_configured(
             path: manifest.path.display().to_string(),
             source,
         })?;
-    if let Some((hash, kept)) = history.resume(name, &plugin::loader::content_hash(&bytes)) {
-        match plugin::loader::load_bytes(runtime, name, manifest, kept) {
+    let hash = plugin::loader::content_hash(&bytes);
+    if let Some((kept_hash, kept)) = history.resume(name, &hash) {
+        let version = kept_hash[..12].to_string();
+        match plugin::loader::load_hashed(runtime, name, manifest, kept, kept_hash) {
             Ok(loaded) => {
                 tracing::info!(plugin = %loaded.ident, "serving the version deployed before the restart");
                 return Ok(loaded);
             }
             Err(e) => tracing::warn!(
                 plugin = name,
-                version = &hash[..12],
+                version,
                 "the version deployed before the restart does not load ({e}); serving {}",
                 manifest.path.display()
             ),
         }
     }
-    Ok(plugin::loader::load_bytes(
+    Ok(plugin::loader::load_hashed(
         runtime,
         name,
         manifest,
         Arc::from(bytes),
+        hash,
     )?)
 }
 

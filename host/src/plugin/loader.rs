@@ -77,6 +77,17 @@ pub fn load_bytes(
     bytes: Arc<[u8]>,
 ) -> Result<LoadedPlugin, LoadError> {
     let hash = content_hash(&bytes);
+    load_hashed(runtime, name, manifest, bytes, hash)
+}
+
+/// [`load_bytes`] for a caller that already has the component's [`content_hash`].
+pub fn load_hashed(
+    runtime: &PluginRuntime,
+    name: &str,
+    manifest: &PluginManifest,
+    bytes: Arc<[u8]>,
+    hash: String,
+) -> Result<LoadedPlugin, LoadError> {
     let ident = PluginIdent {
         name: name.to_string(),
         version: format!("sha256:{}", &hash[..12]),

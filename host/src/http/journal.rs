@@ -119,9 +119,6 @@ pub async fn book(
     json: &Value,
 ) -> Result<Booked, ApiError> {
     let key = &ctx.idempotency_key;
-    if let Some(done) = lookup(&app.store, key).await? {
-        return Ok(Booked::Replayed(done));
-    }
     let _claim = loop {
         match app.in_flight.claim(key) {
             Ok(claim) => break claim,
@@ -134,7 +131,8 @@ pub async fn book(
             }
         }
     };
-    // The first may have finished between the lookup and the claim.
+    // Claimed: this is the only booking of the key running in this host; it may have
+    // been completed before (a retry).
     if let Some(done) = lookup(&app.store, key).await? {
         return Ok(Booked::Replayed(done));
     }

@@ -98,7 +98,16 @@ pub mod log {
 
     #[cfg(not(target_arch = "wasm32"))]
     fn log(level: Level, message: &str) {
-        eprintln!("[{level:?}] {message}");
+        let name = match level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        if crate::native::with(|host| host.log(name, message)).is_none() {
+            eprintln!("[{level:?}] {message}");
+        }
     }
 
     pub fn trace(message: &str) {
@@ -135,7 +144,8 @@ pub mod config {
         #[cfg(target_arch = "wasm32")]
         return crate::__bindings::servicemobility::booking::config::get(key);
         #[cfg(not(target_arch = "wasm32"))]
-        return VALUES.with(|v| v.borrow().get(key).cloned());
+        return crate::native::with(|host| host.config(key))
+            .unwrap_or_else(|| VALUES.with(|v| v.borrow().get(key).cloned()));
     }
 
     /// The value of `key` parsed as `T`, or `default` when absent or unparsable.
@@ -166,8 +176,9 @@ pub mod config {
 /// [`increment`] and [`compare_and_swap`] are race-free and a retried booking never writes
 /// twice. During an appointment search the store is read-only.
 ///
-/// Built natively (unit tests, benchmarks), the same functions use an in-memory store of
-/// the current thread, emptied by [`reset`].
+/// Built natively, the same functions use the services of a [`native::Host`] when one is
+/// installed (a host calling the rules directly), else an in-memory store of the current
+/// thread, emptied by [`reset`] (unit tests).
 pub mod kv {
     pub use crate::__bindings::servicemobility::booking::kv::KvError;
 
@@ -232,19 +243,31 @@ pub mod kv {
         }
 
         pub fn get(key: &str) -> Result<Option<Vec<u8>>, KvError> {
+            if let Some(answer) = crate::native::with(|h| h.kv_get(key)) {
+                return answer;
+            }
             Ok(STORE.with(|s| s.borrow().get(key).cloned()))
         }
 
         pub fn set(key: &str, value: &[u8]) -> Result<(), KvError> {
+            if let Some(answer) = crate::native::with(|h| h.kv_set(key, value)) {
+                return answer;
+            }
             STORE.with(|s| s.borrow_mut().insert(key.to_string(), value.to_vec()));
             Ok(())
         }
 
         pub fn delete(key: &str) -> Result<bool, KvError> {
+            if let Some(answer) = crate::native::with(|h| h.kv_delete(key)) {
+                return answer;
+            }
             Ok(STORE.with(|s| s.borrow_mut().remove(key).is_some()))
         }
 
         pub fn list_keys(prefix: &str, limit: u32) -> Result<Vec<String>, KvError> {
+            if let Some(answer) = crate::native::with(|h| h.kv_list_keys(prefix, limit)) {
+                return answer;
+            }
             Ok(STORE.with(|s| {
                 s.borrow()
                     .range(prefix.to_string()..)
@@ -256,6 +279,9 @@ pub mod kv {
         }
 
         pub fn increment(key: &str, delta: i64) -> Result<i64, KvError> {
+            if let Some(answer) = crate::native::with(|h| h.kv_increment(key, delta)) {
+                return answer;
+            }
             let current = match get(key)? {
                 None => 0,
                 Some(v) => std::str::from_utf8(&v)
@@ -275,6 +301,10 @@ pub mod kv {
             expected: Option<&[u8]>,
             new: Option<&[u8]>,
         ) -> Result<bool, KvError> {
+            if let Some(answer) = crate::native::with(|h| h.kv_compare_and_swap(key, expected, new))
+            {
+                return answer;
+            }
             if get(key)?.as_deref() != expected {
                 return Ok(false);
             }
@@ -286,6 +316,70 @@ pub mod kv {
             }
             Ok(true)
         }
+    }
+}
+
+/// Calling a plugin's rules natively, in the host's process: the host installs a [`Host`]
+/// for the duration of a call, and the SDK's `log`, `config` and `kv` functions use it
+/// instead of the component's imports. This is how the host measures its native baseline
+/// (the same rules, the same services, no sandbox); plugin authors never need it.
+///
+/// [`Host`]: native::Host
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native {
+    use crate::kv::KvError;
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    /// The services a host gives rules it calls natively: the same as a component's imports.
+    pub trait Host: Any {
+        /// `config::get`.
+        fn config(&mut self, key: &str) -> Option<String>;
+        /// A log line at `level` (`trace`, `debug`, `info`, `warn` or `error`).
+        fn log(&mut self, level: &'static str, message: &str);
+        fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+        fn kv_set(&mut self, key: &str, value: &[u8]) -> Result<(), KvError>;
+        fn kv_delete(&mut self, key: &str) -> Result<bool, KvError>;
+        fn kv_list_keys(&mut self, prefix: &str, limit: u32) -> Result<Vec<String>, KvError>;
+        fn kv_increment(&mut self, key: &str, delta: i64) -> Result<i64, KvError>;
+        fn kv_compare_and_swap(
+            &mut self,
+            key: &str,
+            expected: Option<&[u8]>,
+            new: Option<&[u8]>,
+        ) -> Result<bool, KvError>;
+    }
+
+    thread_local! {
+        static CURRENT: RefCell<Option<Box<dyn Host>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` (a call of the rules) with `host` as the services of the current thread,
+    /// and gives `host` back with what the call did to it. If `f` panics, the services the
+    /// thread had before are back in place when the panic leaves.
+    pub fn call<H: Host, R>(host: H, f: impl FnOnce() -> R) -> (R, H) {
+        /// Puts the previous services back, on return and on unwind alike.
+        struct Restore(Option<Box<dyn Host>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                CURRENT.with(|c| *c.borrow_mut() = previous);
+            }
+        }
+        let restore = Restore(CURRENT.with(|c| c.borrow_mut().replace(Box::new(host))));
+        let result = f();
+        let ours = CURRENT.with(|c| c.borrow_mut().take());
+        drop(restore);
+        let any: Box<dyn Any> = ours.expect("the host installed for this call");
+        match any.downcast::<H>() {
+            Ok(host) => (result, *host),
+            Err(_) => unreachable!("the host installed for this call has its type"),
+        }
+    }
+
+    /// Applies `f` to the installed host, if any.
+    pub(crate) fn with<R>(f: impl FnOnce(&mut dyn Host) -> R) -> Option<R> {
+        CURRENT.with(|c| c.borrow_mut().as_deref_mut().map(f))
     }
 }
 

@@ -112,15 +112,28 @@ impl WatchConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// `sqlite` (default): durable, in the file at `path`. `memory`: the same semantics
+    /// in this process's memory, lost when it stops — for development and benchmarks.
+    pub backend: StoreBackend,
     /// The SQLite file (relative to the config file). Default `data/followup.db`.
     pub path: PathBuf,
     /// How long a completed booking is answered from the journal. Default 168 (7 days).
     pub journal_retention_hours: u64,
 }
 
+/// Which backend holds the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sqlite,
+    Memory,
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: StoreBackend::Sqlite,
             path: PathBuf::from("data/followup.db"),
             journal_retention_hours: 168,
         }

@@ -112,10 +112,13 @@ impl App {
         let versions_dir =
             (!config.versions_dir.as_os_str().is_empty()).then(|| config.versions_dir.clone());
         let history = History::open(versions_dir)?;
-        let store: store::SharedStore = Arc::new(
-            store::sqlite::SqliteStore::open(&config.store.path)
-                .with_context(|| format!("store {}", config.store.path.display()))?,
-        );
+        let store: store::SharedStore = match config.store.backend {
+            config::StoreBackend::Sqlite => Arc::new(
+                store::sqlite::SqliteStore::open(&config.store.path)
+                    .with_context(|| format!("store {}", config.store.path.display()))?,
+            ),
+            config::StoreBackend::Memory => Arc::new(store::memory::MemoryStore::new()),
+        };
         let mut plugins = HashMap::new();
         let mut samples = HashMap::new();
         for (name, manifest) in &config.plugins {
@@ -161,6 +164,43 @@ impl App {
             limits: config.limits,
             metrics: metrics::Metrics::default(),
         })
+    }
+
+    /// Serves plugin `name` with `rules` compiled into the host instead of its component:
+    /// the native baseline the benchmarks compare the sandbox with (see
+    /// [`runtime::native`]). The plugin keeps its routes, grants, config and limits; its
+    /// version reads `native`. A later deploy of `name` serves the component again.
+    pub fn with_native(
+        self,
+        name: &str,
+        rules: runtime::native::NativeRules,
+    ) -> anyhow::Result<App> {
+        let Some(current) = self.plugins.get(name) else {
+            bail!("no plugin {name} is configured");
+        };
+        let c = &*current;
+        let native = LoadedPlugin {
+            ident: Arc::new(PluginIdent {
+                name: name.to_string(),
+                version: "native".into(),
+            }),
+            wit_version: c.wit_version.clone(),
+            pre: c.pre.clone(),
+            book: c.book.clone(),
+            search: c.search.clone(),
+            limits: c.limits,
+            config: c.config.clone(),
+            kv: c.kv,
+            http: c.http.clone(),
+            slots: tokio::sync::Semaphore::new(c.limits.max_concurrency as usize),
+            hash: c.hash.clone(),
+            bytes: c.bytes.clone(),
+            native: Some(rules),
+            reuse_instances: c.reuse_instances,
+            warm: Default::default(),
+        };
+        let _ = self.plugins.replace(name, Arc::new(native));
+        Ok(self)
     }
 
     /// The plugin version currently serving `name`.

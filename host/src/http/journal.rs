@@ -97,9 +97,14 @@ fn unavailable(e: StoreError) -> ApiError {
     ApiError::new(ErrorKind::StoreUnavailable, e.to_string())
 }
 
+/// Runs a store call: on a blocking thread when the store may wait on I/O, else inline.
 async fn blocking<T: Send + 'static>(
+    store: &SharedStore,
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    if !store.waits_on_io() {
+        return f().map_err(unavailable);
+    }
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::new(ErrorKind::Internal, format!("store task failed: {e}")))?
@@ -107,8 +112,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn lookup(store: &SharedStore, key: &str) -> Result<Option<Recorded>, ApiError> {
-    let (store, key) = (store.clone(), key.to_string());
-    blocking(move || store.recorded(&key)).await
+    let (s, key) = (store.clone(), key.to_string());
+    blocking(store, move || s.recorded(&key)).await
 }
 
 /// Books `json` through `plugin` at most once per idempotency key (see the module doc).
@@ -178,7 +183,7 @@ pub async fn book(
             _ => None,
         };
         let store = app.store.clone();
-        let outcome = blocking(move || {
+        let outcome = blocking(&app.store, move || {
             let response = batch.journal.as_ref().map(|j| j.response.clone());
             store.commit(batch).map(|c| (c, response))
         })

@@ -200,23 +200,26 @@ pub async fn answer(
     json: &Value,
     services: crate::runtime::Services,
 ) -> Result<(Vec<u8>, crate::runtime::Services), ApiError> {
-    let used;
-    let answer = match kind {
-        RouteKind::BookJob => {
-            let job = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
-            let (answer, granted) = runtime.book(plugin, ctx, &job, services).await?;
-            used = granted;
-            let response =
-                answer.map_err(|e| ApiError::from_booking(e).for_plugin(&plugin.ident))?;
-            contract::encode::<BookJobResponse>(&response)
+    let (answer, used) = match (&plugin.native, kind) {
+        (Some(rules), _) => {
+            crate::runtime::native::answer(rules, plugin, kind, ctx, json, services)?
         }
-        RouteKind::AppointmentSearch => {
-            let query = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
-            let (answer, granted) = runtime.search(plugin, ctx, &query, services).await?;
-            used = granted;
+        (None, RouteKind::BookJob) => {
+            let job = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
+            let (answer, used) = runtime.book(plugin, ctx, &job, services).await?;
             let response =
                 answer.map_err(|e| ApiError::from_booking(e).for_plugin(&plugin.ident))?;
-            contract::encode::<AppointmentSearchResponse>(&response)
+            (contract::encode::<BookJobResponse>(&response), used)
+        }
+        (None, RouteKind::AppointmentSearch) => {
+            let query = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
+            let (answer, used) = runtime.search(plugin, ctx, &query, services).await?;
+            let response =
+                answer.map_err(|e| ApiError::from_booking(e).for_plugin(&plugin.ident))?;
+            (
+                contract::encode::<AppointmentSearchResponse>(&response),
+                used,
+            )
         }
     };
     let answer = answer.map_err(|e| {

@@ -146,6 +146,9 @@ pub fn load_hashed(
         slots: tokio::sync::Semaphore::new(manifest.limits.max_concurrency as usize),
         hash,
         bytes,
+        native: None,
+        reuse_instances: manifest.reuse_instances.max(1),
+        warm: Default::default(),
     })
 }
 

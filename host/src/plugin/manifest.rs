@@ -32,6 +32,13 @@ pub struct PluginManifest {
     /// Grants the key-value store (namespaced to this plugin). Default: false.
     #[serde(default)]
     pub kv: bool,
+    /// Warm instance reuse, opt-in: an instance serves up to this many requests of one
+    /// route before it is dropped (and is dropped at once after any trap or limit hit).
+    /// Faster, but a request can see what an earlier request of the same route left in
+    /// the instance's memory; see docs/sandbox.md. Default 0 or 1: a fresh instance for
+    /// every request.
+    #[serde(default)]
+    pub reuse_instances: u32,
     /// Requests (Book Job JSON files, relative to the config file) every new version must
     /// answer without error before it serves: the admission gate runs each through every
     /// kind of route the plugin serves. Default: none.

@@ -49,6 +49,14 @@ pub struct LoadedPlugin {
     pub hash: String,
     /// The component itself, kept for rollback once this version is replaced.
     pub bytes: Arc<[u8]>,
+    /// The same rules compiled into the host, when an embedding program registered them
+    /// ([`crate::App::with_native`]): requests call them directly instead of the
+    /// component (the native baseline of the benchmarks).
+    pub native: Option<crate::runtime::native::NativeRules>,
+    /// Requests one instance may serve (`reuse_instances`; 1: a fresh instance each).
+    pub reuse_instances: u32,
+    /// Idle instances kept for reuse, per route; empty unless `reuse_instances` > 1.
+    pub warm: crate::runtime::WarmPool,
 }
 
 impl std::fmt::Debug for LoadedPlugin {

@@ -1,13 +1,16 @@
 //! Running plugins: the shared runtime (engine, linker, instance slots) and one call of a
-//! plugin export in a fresh, limited `Store`.
+//! plugin export in a limited `Store`.
 //!
-//! Every call is instantiated from the plugin's `InstancePre` into a new `Store` and
-//! dropped afterwards: a booking never sees another's state, and a trap costs only the
-//! request that caused it.
+//! By default every call is instantiated from the plugin's `InstancePre` into a new
+//! `Store` and dropped afterwards: a booking never sees another's state, and a trap costs
+//! only the request that caused it. A plugin may opt into warm reuse
+//! (`reuse_instances = N`): an instance then serves up to N calls of one route, and is
+//! dropped at once after any failure (see [`WarmPool`]).
 
 pub mod bindings;
 pub mod engine;
 pub mod imports;
+pub mod native;
 pub mod outbound;
 pub mod output;
 pub mod sandbox;
@@ -27,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Instance, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 
@@ -308,9 +311,8 @@ impl PluginRuntime {
                 "does not export book",
             ));
         };
-        self.run(plugin, &ctx.request_id, services, async |store| {
-            let instance = plugin.pre.instantiate_async(&mut *store).await?;
-            let guest = indices.load(&mut *store, &instance)?;
+        self.run(plugin, ctx, services, async |store, instance| {
+            let guest = indices.load(&mut *store, instance)?;
             guest.call_book(&mut *store, ctx, job).await
         })
         .await
@@ -331,30 +333,33 @@ impl PluginRuntime {
                 "does not export search",
             ));
         };
-        self.run(plugin, &ctx.request_id, services, async |store| {
-            let instance = plugin.pre.instantiate_async(&mut *store).await?;
-            let guest = indices.load(&mut *store, &instance)?;
+        self.run(plugin, ctx, services, async |store, instance| {
+            let guest = indices.load(&mut *store, instance)?;
             guest.call_search(&mut *store, ctx, query).await
         })
         .await
     }
 
-    /// Runs `call` against a fresh `Store` of `plugin`, within the plugin's deadline, and
-    /// turns a failure into a [`PluginFailure`].
+    /// Runs `call` against an instance of `plugin` (fresh, or warm from the route's pool
+    /// when the plugin reuses instances), within the plugin's deadline, and turns a failure
+    /// into a [`PluginFailure`].
     ///
     /// Strategy:
     /// - wait (bounded) for an instance slot, so that overload queues instead of failing;
-    /// - build the `Store`: empty WASI context with captured stdio, memory/table limiter,
-    ///   epoch deadline;
+    /// - take a warm instance and re-arm its `Store` for this call, or build a new `Store`
+    ///   (empty WASI context with captured stdio, memory/table limiter, epoch deadline)
+    ///   and instantiate inside the deadline;
     /// - await the call, abandoning it shortly after the deadline in any case;
-    /// - log what the guest wrote, classify any failure, drop the instance.
+    /// - log what the guest wrote, classify any failure; keep the instance for the route
+    ///   only if the call succeeded, hit no limit and has uses left, else drop it.
     async fn run<R>(
         &self,
         plugin: &LoadedPlugin,
-        request_id: &str,
+        ctx: &RequestContext,
         services: Services,
-        call: impl AsyncFnOnce(&mut Store<PluginState>) -> wasmtime::Result<R>,
+        call: impl AsyncFnOnce(&mut Store<PluginState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<(R, Services), PluginFailure> {
+        let request_id = ctx.request_id.as_str();
         // The plugin's own bound first, so that one busy tenant queues on its own slots and
         // never takes the whole pool.
         let queued = Instant::now();
@@ -381,13 +386,24 @@ impl PluginRuntime {
             .ok_or_else(|| busy("instance slot"))?;
         let limits = plugin.limits;
         let deadline = Instant::now() + limits.timeout();
-        let mut store = self.new_store(
-            plugin.ident.clone(),
-            plugin.config.clone(),
-            &limits,
-            request_id,
-            deadline,
-        );
+        let reuse = plugin.reuse_instances > 1;
+        let (mut store, warm, served) = match reuse.then(|| plugin.warm.take(&ctx.route)) {
+            Some(Some(warm)) => {
+                let mut store = warm.store;
+                self.rearm(&mut store, &limits, request_id, deadline);
+                (store, Some(warm.instance), warm.served)
+            }
+            _ => {
+                let store = self.new_store(
+                    plugin.ident.clone(),
+                    plugin.config.clone(),
+                    &limits,
+                    request_id,
+                    deadline,
+                );
+                (store, None, 0)
+            }
+        };
         store.data_mut().services = services;
         store.data_mut().outbound = outbound::OutboundPolicy::new(
             plugin.http.clone(),
@@ -396,8 +412,15 @@ impl PluginRuntime {
         );
 
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), call(&mut store)).await;
+        let outcome = tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), async {
+            let instance = match warm {
+                Some(instance) => instance,
+                None => plugin.pre.instantiate_async(&mut store).await?,
+            };
+            let answer = call(&mut store, &instance).await?;
+            Ok((answer, instance))
+        })
+        .await;
         let fuel_used = store
             .data()
             .fuel_granted
@@ -437,8 +460,23 @@ impl PluginRuntime {
                 failure: result.as_ref().err().map(|f| f.cause.clone()),
             });
         }
-        let answer = result?;
-        Ok((answer, std::mem::take(&mut store.data_mut().services)))
+        let (answer, instance) = result?;
+        let services = std::mem::take(&mut store.data_mut().services);
+        // A memory or table limit the guest survived still retires the instance: its
+        // state is whatever the refused allocation left behind.
+        if reuse && served + 1 < plugin.reuse_instances && store.data().limiter.hit.is_none() {
+            store.data_mut().outbound = outbound::OutboundPolicy::default();
+            plugin.warm.put(
+                &ctx.route,
+                Warm {
+                    store,
+                    instance,
+                    served: served + 1,
+                },
+                limits.max_concurrency as usize,
+            );
+        }
+        Ok((answer, services))
     }
 
     /// A `Store` for one call, with everything the sandbox enforces: an empty WASI context
@@ -475,6 +513,29 @@ impl PluginRuntime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        self.arm(&mut store, limits, deadline);
+        store
+    }
+
+    /// Prepares a warm instance's `Store` for another call: its request id, a new log
+    /// budget, fuel and deadline. Its memory is what the previous call left.
+    fn rearm(
+        &self,
+        store: &mut Store<PluginState>,
+        limits: &sandbox::Limits,
+        request_id: &str,
+        deadline: Instant,
+    ) {
+        let state = store.data_mut();
+        state.request_id = Arc::from(request_id);
+        state.output.renew(limits.max_log_bytes);
+        state.host_calls = state::HostCalls::default();
+        self.arm(store, limits, deadline);
+    }
+
+    /// Grants the call its fuel and sets the epoch callback that enforces `deadline` and
+    /// throttles runaways.
+    fn arm(&self, store: &mut Store<PluginState>, limits: &sandbox::Limits, deadline: Instant) {
         if self.fuel {
             let granted = limits.max_fuel.unwrap_or(u64::MAX);
             // Only fails when the engine does not meter fuel, checked just above.
@@ -524,7 +585,54 @@ impl PluginRuntime {
                 }),
             ))
         });
-        store
+    }
+}
+
+/// An instance kept for reuse with its `Store`.
+struct Warm {
+    store: Store<PluginState>,
+    instance: Instance,
+    /// Calls it has served.
+    served: u32,
+}
+
+/// Idle warm instances of one plugin version, per route: an instance only ever serves the
+/// route it was created for (tenants never share one), and goes with its version when the
+/// plugin is swapped.
+#[derive(Default)]
+pub struct WarmPool {
+    idle: Mutex<HashMap<String, Vec<Warm>>>,
+}
+
+impl std::fmt::Debug for WarmPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmPool")
+            .field("idle", &self.idle_count())
+            .finish()
+    }
+}
+
+impl WarmPool {
+    fn take(&self, route: &str) -> Option<Warm> {
+        lock(&self.idle).get_mut(route)?.pop()
+    }
+
+    /// Keeps `warm` for `route`, unless `max` instances of the route already wait (each
+    /// idle instance holds a slot of the pooling allocator).
+    fn put(&self, route: &str, warm: Warm, max: usize) {
+        let mut idle = lock(&self.idle);
+        let list = match idle.get_mut(route) {
+            Some(list) => list,
+            None => idle.entry(route.to_string()).or_default(),
+        };
+        if list.len() < max {
+            list.push(warm);
+        }
+    }
+
+    /// Idle instances, all routes together.
+    pub fn idle_count(&self) -> usize {
+        lock(&self.idle).values().map(Vec::len).sum()
     }
 }
 
@@ -607,16 +715,18 @@ fn root_cause(err: &wasmtime::Error) -> String {
 }
 
 /// Logs what the guest wrote, one log event per line, tagged with plugin, version and
-/// request id.
-/// Logs what the guest wrote; how many lines and bytes, and bytes dropped.
+/// request id; how many lines and bytes, and bytes dropped over the budget.
 fn flush_output(state: &PluginState) -> (usize, usize, u64) {
-    let (lines, dropped) = state.output.take();
+    log_output(&state.ident, &state.request_id, &state.output)
+}
+
+fn log_output(plugin: &PluginIdent, request_id: &str, output: &GuestOutput) -> (usize, usize, u64) {
+    let (lines, dropped) = output.take();
     let counted = (
         lines.len(),
         lines.iter().map(|l| l.text.len()).sum(),
         dropped,
     );
-    let (plugin, request_id) = (&state.ident, &*state.request_id);
     for line in lines.into_iter().filter(|l| !l.text.trim().is_empty()) {
         let text = line.text;
         match line.source {

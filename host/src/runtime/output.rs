@@ -67,6 +67,17 @@ impl GuestOutput {
         f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Starts a new call's capture on the same streams (a warm instance's next call):
+    /// a full budget, nothing dropped yet, no partial lines.
+    pub fn renew(&self, budget: usize) {
+        self.with(|c| {
+            *c = Capture {
+                remaining: budget,
+                ..Capture::default()
+            }
+        });
+    }
+
     /// The guest's stdout (`index` 0) or stderr (1) as a WASI output stream.
     pub fn stream(&self, index: usize) -> GuestStream {
         GuestStream {

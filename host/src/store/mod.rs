@@ -8,6 +8,7 @@
 //! default; nothing outside that module knows it is SQLite.
 
 pub mod kv;
+pub mod memory;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -77,6 +78,11 @@ pub trait Store: Send + Sync + 'static {
     fn recorded(&self, key: &str) -> Result<Option<Recorded>, StoreError>;
     /// Removes journal records older than `before` (Unix seconds); how many.
     fn prune(&self, before: u64) -> Result<u64, StoreError>;
+    /// Whether calls may wait on I/O (disk, network), so that async code must make them
+    /// on a blocking thread. A backend that never waits is called inline.
+    fn waits_on_io(&self) -> bool {
+        true
+    }
 }
 
 /// The store every plugin of a host shares.

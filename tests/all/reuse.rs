@@ -1,0 +1,109 @@
+//! Instances: fresh per request by default; with `reuse_instances = N`, an instance serves
+//! at most N requests of one route, is never shared between routes, and is dropped after a
+//! failure.
+
+use crate::support::Server;
+
+/// Echo's `count` mode answers how many calls the instance serving it has seen.
+fn count(id: &str) -> String {
+    format!(
+        r#"{{"Account":{{"AccountNum":"A"}},"Location":{{"LocationNum":"L"}},
+        "OriginalOrderNum":"{id}","OrderType":"count",
+        "TimeConstraints":[{{"Period":{{"Start":"2024-06-18T13:00:00.000Z","End":"2024-06-18T17:00:00.000Z"}}}}]}}"#
+    )
+}
+
+fn panics(id: &str) -> String {
+    count(id).replace("\"count\"", "\"panic\"")
+}
+
+/// Plugin `echo-warm` (reuse 3) behind two routes, `/warm-a/{0}` and `/warm-b/{0}`.
+const WARM: &str = r#"
+[plugins.echo-warm]
+path = "ECHO"
+reuse_instances = 3
+
+[[routes]]
+name = "warm-a"
+path = "/warm-a/{0}"
+kind = "book-job"
+plugin = "echo-warm"
+
+[[routes]]
+name = "warm-b"
+path = "/warm-b/{0}"
+kind = "book-job"
+plugin = "echo-warm"
+"#;
+
+async fn warm_server() -> Server {
+    let echo = format!("{:?}", followup_tests::guests::ECHO);
+    Server::with_config(&WARM.replace("\"ECHO\"", &echo)).await
+}
+
+/// The `calls=N` answers of requests sent one after another to `path`.
+async fn calls(server: &Server, path: &str, ids: std::ops::Range<u32>) -> Vec<String> {
+    let mut seen = Vec::new();
+    for i in ids {
+        let answer = server
+            .post(&format!("{path}/WO-{i}"), &count(&format!("{path}-{i}")))
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        seen.push(answer.json["OrderNum"].as_str().unwrap().to_string());
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_fresh_instance_serves_every_request_by_default() {
+    let server = Server::start().await;
+    assert_eq!(
+        calls(&server, "/echo", 0..4).await,
+        ["calls=1", "calls=1", "calls=1", "calls=1"]
+    );
+}
+
+#[tokio::test]
+async fn a_warm_instance_serves_at_most_n_requests_of_its_route() {
+    let server = warm_server().await;
+    assert_eq!(
+        calls(&server, "/warm-a", 0..7).await,
+        [
+            "calls=1", "calls=2", "calls=3", "calls=1", "calls=2", "calls=3", "calls=1"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn routes_never_share_an_instance() {
+    let server = warm_server().await;
+    let mut seen = Vec::new();
+    for i in 0..2 {
+        seen.extend(calls(&server, "/warm-a", i * 10..i * 10 + 1).await);
+        seen.extend(calls(&server, "/warm-b", i * 10..i * 10 + 1).await);
+    }
+    // Each route counts on its own instance: a, b, a, b.
+    assert_eq!(seen, ["calls=1", "calls=1", "calls=2", "calls=2"]);
+}
+
+#[tokio::test]
+async fn an_instance_that_failed_is_never_used_again() {
+    let server = warm_server().await;
+    assert_eq!(
+        calls(&server, "/warm-a", 0..2).await,
+        ["calls=1", "calls=2"]
+    );
+    let failed = server.post("/warm-a/WO-p", &panics("p")).await;
+    assert_eq!(failed.status, 500, "{}", failed.text);
+    assert_eq!(failed.error_type(), "plugin-trap", "{}", failed.text);
+    // The next request gets a new instance, not the one that trapped.
+    assert_eq!(
+        calls(&server, "/warm-a", 10..12).await,
+        ["calls=1", "calls=2"]
+    );
+    assert_eq!(
+        server.app.plugin("echo-warm").unwrap().warm.idle_count(),
+        1,
+        "one idle instance, of route warm-a"
+    );
+}

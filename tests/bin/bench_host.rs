@@ -1,0 +1,56 @@
+//! `followup-bench-host CONFIG [--native PLUGIN]...`: the followup host, with the example
+//! plugin's rules (capacity-booker) also compiled in, for the load comparison in
+//! `scripts/load`.
+//!
+//! It serves `CONFIG` exactly as `followup serve --config CONFIG` does (same `App`, same
+//! HTTP path); each plugin named by `--native` is answered by the capacity-booker rules
+//! called directly instead of its component — the native baseline. Logging follows
+//! `RUST_LOG` (default `warn`, so that per-booking log lines do not weigh on the figures).
+
+use anyhow::Context;
+use followup_host::App;
+use followup_host::config::Config;
+use followup_host::runtime::native::NativeRules;
+use std::sync::Arc;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut args = std::env::args().skip(1);
+    let config_path = args
+        .next()
+        .context("usage: followup-bench-host CONFIG [--native PLUGIN]...")?;
+    let mut natives = Vec::new();
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--native", Some(name)) => natives.push(name),
+            _ => anyhow::bail!(
+                "unexpected argument {arg:?}; usage: followup-bench-host CONFIG [--native PLUGIN]..."
+            ),
+        }
+    }
+    let config = Config::load(config_path.as_ref())?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let mut app = App::new(&config)?;
+            let rules = NativeRules::booking::<capacity_booker::CapacityBooker>()
+                .with_search::<capacity_booker::CapacityBooker>();
+            for name in &natives {
+                app = app.with_native(name, rules)?;
+            }
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            println!("followup listening on http://{}", listener.local_addr()?);
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            followup_host::run(listener, Arc::new(app), shutdown).await
+        })
+}

@@ -142,7 +142,17 @@ pub mod config {
     /// The value of `key`, or `None` when it is not configured.
     pub fn get(key: &str) -> Option<String> {
         #[cfg(target_arch = "wasm32")]
-        return crate::__bindings::servicemobility::booking::config::get(key);
+        return ALL.with(|all| {
+            // One host call for every value, on first use: the values do not change while
+            // an instance lives, and a call across the sandbox costs far more than a lookup.
+            all.get_or_init(|| {
+                crate::__bindings::servicemobility::booking::config::get_all()
+                    .into_iter()
+                    .collect()
+            })
+            .get(key)
+            .cloned()
+        });
         #[cfg(not(target_arch = "wasm32"))]
         return crate::native::with(|host| host.config(key))
             .unwrap_or_else(|| VALUES.with(|v| v.borrow().get(key).cloned()));
@@ -153,6 +163,12 @@ pub mod config {
         get(key)
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(default)
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    thread_local! {
+        static ALL: std::cell::OnceCell<std::collections::HashMap<String, String>> =
+            const { std::cell::OnceCell::new() };
     }
 
     #[cfg(not(target_arch = "wasm32"))]

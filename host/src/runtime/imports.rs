@@ -29,6 +29,18 @@ impl config::Host for PluginState {
         self.host_calls.config += 1;
         self.config.get(&key).cloned()
     }
+
+    fn get_all(&mut self) -> Vec<(String, String)> {
+        self.host_calls.config += 1;
+        let mut all: Vec<(String, String)> = self
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        // In key order, so that a plugin sees the same list on every host.
+        all.sort_unstable();
+        all
+    }
 }
 
 impl From<KvError> for kv::KvError {
@@ -127,6 +139,11 @@ mod tests {
         );
         assert_eq!(config::Host::get(&mut s, "OPEN".into()), None);
         assert_eq!(config::Host::get(&mut s, "secret".into()), None);
+        let mut two = state(&[("b", "2"), ("a", "1")], 100);
+        assert_eq!(
+            config::Host::get_all(&mut two),
+            [("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
     }
 
     #[test]

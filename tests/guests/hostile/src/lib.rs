@@ -29,7 +29,10 @@ impl BookingPlugin for Hostile {
                 std::hint::black_box(());
             },
             "host-call-loop" => loop {
-                std::hint::black_box(config::get("behaviour"));
+                // The import itself: the SDK's `config::get` answers from its cache.
+                std::hint::black_box(
+                    followup_sdk::__bindings::servicemobility::booking::config::get("behaviour"),
+                );
             },
             "sleep" => {
                 // Blocks inside a host call (wasi:clocks poll), where no epoch check runs.

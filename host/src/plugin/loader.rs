@@ -156,10 +156,7 @@ pub fn load_hashed(
 /// digits: it changes with every rebuild that changes the code, and is the same on every
 /// host.
 pub fn content_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::http::hex(&Sha256::digest(bytes))
 }
 
 #[derive(Debug, Default)]

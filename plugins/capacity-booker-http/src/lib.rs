@@ -52,11 +52,14 @@ pub fn idempotency_key(route: &str, work_order_id: Option<&str>, body: &Value) -
     hasher.update([0]);
     // serde_json's map is ordered by key, so this serialisation is canonical.
     hasher.update(body.to_string().as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // Hex without a formatter call per byte, as the host writes it.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in hasher.finalize() {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// The work order id: the last segment of the path (any query string dropped).

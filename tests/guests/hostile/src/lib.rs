@@ -30,9 +30,9 @@ impl BookingPlugin for Hostile {
             },
             "host-call-loop" => loop {
                 // The import itself: the SDK's `config::get` answers from its cache.
-                std::hint::black_box(
-                    followup_sdk::__bindings::servicemobility::booking::config::get("behaviour"),
-                );
+                std::hint::black_box(__bindings::servicemobility::booking::config::get(
+                    "behaviour",
+                ));
             },
             "sleep" => {
                 // Blocks inside a host call (wasi:clocks poll), where no epoch check runs.

@@ -42,7 +42,7 @@ fn a_restart_loads_from_the_cache_and_a_damaged_entry_is_recompiled() {
     load(&second);
     assert_eq!(second.compile_stats(), (0, 1));
 
-    // A damaged artefact fails its digest and is compiled again.
+    // A damaged artefact fails its checksum and is compiled again.
     let mut bytes = std::fs::read(&artefacts[0]).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;

@@ -487,6 +487,8 @@ class Rules:
     max_slots: int = 10
     order_prefix: str = "FU-"
     daily_capacity: Optional[int] = None
+    # "sequence": the store's gap-free sequence; "key": derived from the idempotency key.
+    order_numbers: str = "sequence"
 
     @classmethod
     def from_config(cls, get: Callable[[str], Optional[str]], wall_clock: int) -> "Rules":
@@ -522,6 +524,7 @@ class Rules:
         max_slots = parsed("max_slots")
         capacity = parsed("daily_capacity")
         prefix = get("order_prefix")
+        numbers = get("order_numbers")
         return cls(
             now=first(now, wall_clock),
             utc_offset_minutes=first(parsed("utc_offset_minutes"), d.utc_offset_minutes),
@@ -538,6 +541,7 @@ class Rules:
             max_slots=max_slots if max_slots is not None and 0 <= max_slots <= U32_MAX else d.max_slots,
             order_prefix=prefix if prefix is not None else d.order_prefix,
             daily_capacity=capacity if capacity is not None and capacity >= 0 else None,
+            order_numbers="key" if numbers is not None and rust_trim(numbers) == "key" else d.order_numbers,
         )
 
     def is_closed_day(self, at: int) -> bool:
@@ -624,9 +628,12 @@ class Rules:
                 raise slot_unavailable(
                     f"service area {area} is fully booked on {day} ({capacity} bookings)"
                 )
-        number = increment("sequence/order")
+        if self.order_numbers == "key":
+            order_num = f"{self.order_prefix}{short_id(idempotency_key, 'order')}"
+        else:
+            order_num = f"{self.order_prefix}{increment('sequence/order'):08d}"
         return Booked(
-            order_num=f"{self.order_prefix}{number:08d}",
+            order_num=order_num,
             ordered_parts=parts_orders(idempotency_key, job.required_parts or []),
         )
 

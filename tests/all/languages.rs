@@ -24,7 +24,13 @@ fn config() -> String {
              [[routes]]\nname = \"book\"\npath = \"/{prefix}/book/{{0}}\"\nkind = \"book-job\"\n\
              plugin = \"booker-{prefix}\"\n\
              [[routes]]\nname = \"search\"\npath = \"/{prefix}/search\"\nkind = \"appointment-search\"\n\
-             plugin = \"booker-{prefix}\"\n"
+             plugin = \"booker-{prefix}\"\n\
+             [plugins.keyed-{prefix}]\npath = {path:?}\nkv = true\ntimeout_ms = 5000\n\
+             max_memory_bytes = 134217728\n\
+             [plugins.keyed-{prefix}.config]\nnow = \"2024-06-17T12:00:00Z\"\n\
+             utc_offset_minutes = \"-240\"\norder_numbers = \" key \"\n\
+             [[routes]]\nname = \"keyed\"\npath = \"/{prefix}/keyed/{{0}}\"\nkind = \"book-job\"\n\
+             plugin = \"keyed-{prefix}\"\n"
         ));
     }
     text
@@ -82,6 +88,8 @@ fn cases() -> Vec<(&'static str, String, String)> {
             "/book/WO-10".into(),
             with(full.clone(), "/Location/ServiceAreaID", json!("NORTH")),
         ),
+        // order_numbers = "key": the number comes from the idempotency key, not the store.
+        ("order number from the key", "/keyed/WO-11".into(), example("book-job.full.json")),
     ]
 }
 

@@ -389,6 +389,8 @@ export const DEFAULTS = Object.freeze({
   maxSlots: 10n,
   orderPrefix: 'FU-',
   dailyCapacity: null,
+  // 'sequence': the store's gap-free sequence; 'key': derived from the idempotency key.
+  orderNumbers: 'sequence',
 });
 
 /** `HH:MM` as minutes since midnight (up to 24:00); else `null`. */
@@ -448,6 +450,8 @@ export function fromConfig(get, wallClock) {
   const orderPrefix = or(value('order_prefix'), d.orderPrefix);
   const cap = parsed('daily_capacity');
   const dailyCapacity = cap !== null && cap >= 0n ? cap : null;
+  const numbers = value('order_numbers');
+  const orderNumbers = numbers !== null && trim(numbers) === 'key' ? 'key' : d.orderNumbers;
 
   return new Rules({
     now,
@@ -461,6 +465,7 @@ export function fromConfig(get, wallClock) {
     maxSlots,
     orderPrefix,
     dailyCapacity,
+    orderNumbers,
   });
 }
 
@@ -562,9 +567,12 @@ export class Rules {
         );
       }
     }
-    const number = increment('sequence/order');
+    const orderNum =
+      this.orderNumbers === 'key'
+        ? `${this.orderPrefix}${shortId(ctx.idempotencyKey, 'order')}`
+        : `${this.orderPrefix}${pad(increment('sequence/order'), 8)}`;
     return {
-      orderNum: `${this.orderPrefix}${pad(number, 8)}`,
+      orderNum,
       orderedParts: partsOrders(ctx.idempotencyKey, job.requiredParts ?? []),
     };
   }

@@ -230,6 +230,23 @@ async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Respons
         ));
     }
     text.push_str(
+        "# HELP followup_plugin_idle_instances Warm instances waiting for their route's next \
+         request (plugins with reuse_instances).\n\
+         # TYPE followup_plugin_idle_instances gauge\n",
+    );
+    for ident in app.plugins.versions() {
+        if let Some(plugin) = app.plugin(&ident.name)
+            && plugin.reuse_instances > 1
+        {
+            text.push_str(&format!(
+                "followup_plugin_idle_instances{{plugin=\"{}\",version=\"{}\"}} {}\n",
+                escape(&plugin.ident.name),
+                escape(&plugin.ident.version),
+                plugin.warm.idle_count()
+            ));
+        }
+    }
+    text.push_str(
         "# HELP followup_plugin_draining_requests Requests still running on replaced versions.\n\
          # TYPE followup_plugin_draining_requests gauge\n",
     );

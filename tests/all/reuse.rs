@@ -106,4 +106,24 @@ async fn an_instance_that_failed_is_never_used_again() {
         1,
         "one idle instance, of route warm-a"
     );
+    // ... which the admin API's metrics report.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let router = followup_host::admin::router(server.app.clone(), "t".into());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let metrics = server
+        .client
+        .get(admin)
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let idle = metrics
+        .lines()
+        .find(|l| l.starts_with("followup_plugin_idle_instances{plugin=\"echo-warm\""))
+        .unwrap_or_else(|| panic!("no idle gauge in\n{metrics}"));
+    assert!(idle.ends_with(" 1"), "{idle}");
 }

@@ -344,11 +344,11 @@ pub mod kv {
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native {
     use crate::kv::KvError;
-    use std::any::Any;
     use std::cell::RefCell;
+    use std::rc::Rc;
 
     /// The services a host gives rules it calls natively: the same as a component's imports.
-    pub trait Host: Any {
+    pub trait Host {
         /// `config::get`.
         fn config(&mut self, key: &str) -> Option<String>;
         /// A log line at `level` (`trace`, `debug`, `info`, `warn` or `error`).
@@ -366,36 +366,36 @@ pub mod native {
         ) -> Result<bool, KvError>;
     }
 
+    /// The services installed on this thread; shared with the caller of [`call`], which
+    /// reads what the call did once it returns.
+    type Shared = Rc<RefCell<dyn Host>>;
+
     thread_local! {
-        static CURRENT: RefCell<Option<Box<dyn Host>>> = const { RefCell::new(None) };
+        static CURRENT: RefCell<Option<Shared>> = const { RefCell::new(None) };
     }
 
-    /// Runs `f` (a call of the rules) with `host` as the services of the current thread,
-    /// and gives `host` back with what the call did to it. If `f` panics, the services the
-    /// thread had before are back in place when the panic leaves.
-    pub fn call<H: Host, R>(host: H, f: impl FnOnce() -> R) -> (R, H) {
-        /// Puts the previous services back, on return and on unwind alike.
-        struct Restore(Option<Box<dyn Host>>);
+    /// Runs `f` (a call of the rules) with `host` as the services of the current thread.
+    /// Whatever the call did to `host` is there when it returns; the services the thread
+    /// had before are back in place, on return and on unwind alike.
+    pub fn call<H: Host + 'static, R>(host: &Rc<RefCell<H>>, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<Shared>);
         impl Drop for Restore {
             fn drop(&mut self) {
                 let previous = self.0.take();
                 CURRENT.with(|c| *c.borrow_mut() = previous);
             }
         }
-        let restore = Restore(CURRENT.with(|c| c.borrow_mut().replace(Box::new(host))));
-        let result = f();
-        let ours = CURRENT.with(|c| c.borrow_mut().take());
-        drop(restore);
-        let any: Box<dyn Any> = ours.expect("the host installed for this call");
-        match any.downcast::<H>() {
-            Ok(host) => (result, *host),
-            Err(_) => unreachable!("the host installed for this call has its type"),
-        }
+        let ours: Shared = host.clone();
+        let _restore = Restore(CURRENT.with(|c| c.borrow_mut().replace(ours)));
+        f()
     }
 
-    /// Applies `f` to the installed host, if any.
+    /// Applies `f` to the installed host, if any. A host whose own services call back into
+    /// the SDK gets the stand-ins there, not itself again.
     pub(crate) fn with<R>(f: impl FnOnce(&mut dyn Host) -> R) -> Option<R> {
-        CURRENT.with(|c| c.borrow_mut().as_deref_mut().map(f))
+        let host = CURRENT.with(|c| c.borrow().clone())?;
+        let mut host = host.try_borrow_mut().ok()?;
+        Some(f(&mut *host))
     }
 }
 

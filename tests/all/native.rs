@@ -2,17 +2,9 @@
 //! HTTP path as its component — same answers, same store and journal — and the in-memory
 //! store the load comparison runs on.
 
-use crate::support::{Answer, Server, app, test_config};
+use crate::support::{Answer, Server, app, example, test_config};
 use capacity_booker::CapacityBooker;
 use followup_host::runtime::native::NativeRules;
-
-fn examples() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/examples")
-}
-
-fn example(name: &str) -> String {
-    std::fs::read_to_string(examples().join(name)).expect("example payload")
-}
 
 fn rules() -> NativeRules {
     NativeRules::booking::<CapacityBooker>().with_search::<CapacityBooker>()

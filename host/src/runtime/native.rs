@@ -19,7 +19,9 @@ use crate::plugin::LoadedPlugin;
 use crate::store::kv::{KvError, KvSession};
 use followup_sdk as sdk;
 use serde_json::Value;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 type BookFn =
@@ -190,34 +192,40 @@ pub fn answer(
         )
         .for_plugin(&plugin.ident)
     };
-    let native = NativeHost {
+    let native = Rc::new(RefCell::new(NativeHost {
         config: plugin.config.clone(),
         kv: services.kv,
         output: GuestOutput::new(plugin.limits.max_log_bytes),
         calls: HostCalls::default(),
-    };
+    }));
     let call_ctx = context(ctx);
-    let (encoded, native) = match kind {
+    let encoded = match kind {
         RouteKind::BookJob => {
             let book = rules.book.ok_or_else(|| unavailable("book"))?;
             let job = sdk::json::decode::<sdk::BookJob>(json).map_err(problems)?;
-            let (answer, native) = sdk::native::call(native, || book(call_ctx, job));
+            let answer = sdk::native::call(&native, || book(call_ctx, job));
             let response = answer
                 .map_err(|e| ApiError::from_booking(booking_error(e)).for_plugin(&plugin.ident))?;
-            (sdk::json::encode::<sdk::BookJobResponse>(&response), native)
+            sdk::json::encode::<sdk::BookJobResponse>(&response)
         }
         RouteKind::AppointmentSearch => {
             let search = rules.search.ok_or_else(|| unavailable("search"))?;
             let query = sdk::json::decode::<sdk::BookJob>(json).map_err(problems)?;
-            let (answer, native) = sdk::native::call(native, || search(call_ctx, query));
+            let answer = sdk::native::call(&native, || search(call_ctx, query));
             let response = answer
                 .map_err(|e| ApiError::from_booking(booking_error(e)).for_plugin(&plugin.ident))?;
-            (
-                sdk::json::encode::<sdk::AppointmentSearchResponse>(&response),
-                native,
-            )
+            sdk::json::encode::<sdk::AppointmentSearchResponse>(&response)
         }
     };
+    // The SDK let go of its handle when the call returned.
+    let native = Rc::into_inner(native)
+        .map(RefCell::into_inner)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Internal,
+                "the native rules' services were still in use after the call",
+            )
+        })?;
     super::log_output(&plugin.ident, &ctx.request_id, &native.output);
     let encoded = encoded.map_err(|e| contract::codec::EncodeError(e.0));
     Ok((encoded, Services { kv: native.kv }))

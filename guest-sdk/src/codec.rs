@@ -13,6 +13,7 @@
 
 use super::types::*;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// One problem found while decoding, in the shape of the error body's `invalidParams`.
@@ -139,11 +140,285 @@ impl std::fmt::Display for EncodeError {
 
 impl std::error::Error for EncodeError {}
 
+/// Why writing a record failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteError {
+    /// The record is not a valid answer (see [`EncodeError`]).
+    Invalid(EncodeError),
+    /// The JSON would exceed the writer's limit; writing stopped there.
+    TooLarge,
+}
+
+impl From<EncodeError> for WriteError {
+    fn from(e: EncodeError) -> Self {
+        WriteError::Invalid(e)
+    }
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Invalid(e) => e.fmt(f),
+            WriteError::TooLarge => f.write_str("the JSON exceeds its size limit"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// Compact JSON written into a buffer that never grows past `limit` bytes: every write
+/// checks first, so the first byte over the limit stops the encoding.
+#[derive(Debug)]
+pub struct JsonWriter {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl JsonWriter {
+    pub fn new(limit: usize) -> Self {
+        JsonWriter {
+            buf: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Bytes that may still be written.
+    pub fn remaining(&self) -> usize {
+        self.limit.saturating_sub(self.buf.len())
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+
+    fn reserve(&mut self, len: usize) -> Result<(), WriteError> {
+        if len > self.remaining() {
+            return Err(WriteError::TooLarge);
+        }
+        Ok(())
+    }
+
+    /// Appends JSON text as it is.
+    pub fn raw(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
+        self.reserve(bytes.len())?;
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Appends a string, quoted and escaped exactly as `serde_json` does.
+    pub fn string(&mut self, s: &str) -> Result<(), WriteError> {
+        self.reserve(escaped_len(s))?;
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.buf, s);
+        Ok(())
+    }
+
+    /// Appends the key of the `index`th entry of an object (with the comma before it).
+    pub fn key(&mut self, index: usize, key: &str) -> Result<(), WriteError> {
+        if index > 0 {
+            self.raw(b",")?;
+        }
+        self.string(key)?;
+        self.raw(b":")
+    }
+
+    /// Appends a finite number as `serde_json` prints it.
+    pub fn number(&mut self, n: f64) -> Result<(), WriteError> {
+        if !n.is_finite() {
+            return Err(EncodeError(format!("{n} is not a JSON number")).into());
+        }
+        let mut text = Vec::with_capacity(24);
+        let _ = serde_json::to_writer(&mut text, &n);
+        self.raw(&text)
+    }
+}
+
+/// The length of `s` as a JSON string: quotes, and the escapes `serde_json` writes (two
+/// bytes for `"`, `\\` and the named control characters, six for the other controls).
+fn escaped_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+/// At most 200 bytes of plugin-supplied text for an error message, quoted, with control
+/// characters escaped and a marker where it was cut: an error never echoes a whole answer.
+pub fn preview(text: &str) -> String {
+    const MAX: usize = 200;
+    let mut cut = text.len().min(MAX);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut out = format!("{:?}", &text[..cut]);
+    if cut < text.len() {
+        let _ = write!(out, "… ({} bytes)", text.len());
+    }
+    out
+}
+
+/// Bytes extension values may still produce, shared by the whole walk.
+struct Budget {
+    left: std::cell::Cell<usize>,
+    exceeded: std::cell::Cell<bool>,
+}
+
+impl Budget {
+    fn take<E: serde::de::Error>(&self, n: usize) -> Result<(), E> {
+        match self.left.get().checked_sub(n) {
+            Some(left) => {
+                self.left.set(left);
+                Ok(())
+            }
+            None => {
+                self.exceeded.set(true);
+                Err(E::custom("the JSON exceeds its size limit"))
+            }
+        }
+    }
+}
+
+/// The entries of a JSON object, each value written compactly, sorted by key, a repeated
+/// key keeping its last value.
+struct Entries<'b>(&'b Budget);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Entries<'_> {
+    type Value = Vec<(String, Vec<u8>)>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Entries<'_> {
+    type Value = Vec<(String, Vec<u8>)>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            // The key, quotes, colon and comma it will be written with.
+            self.0.take(escaped_len(&key) + 2)?;
+            let mut value = Vec::new();
+            map.next_value_seed(Canonical(self.0, &mut value))?;
+            entries.push((key, value));
+        }
+        // A stable sort keeps repeated keys in order; the last of each run wins.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut unique: Vec<(String, Vec<u8>)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match unique.last_mut() {
+                Some(last) if last.0 == entry.0 => *last = entry,
+                _ => unique.push(entry),
+            }
+        }
+        Ok(unique)
+    }
+}
+
+/// One JSON value written compactly into the buffer, objects with sorted keys.
+struct Canonical<'b, 'o>(&'b Budget, &'o mut Vec<u8>);
+
+impl Canonical<'_, '_> {
+    fn put<E: serde::de::Error>(self, bytes: &[u8]) -> Result<(), E> {
+        self.0.take(bytes.len())?;
+        self.1.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn put_json<T: serde::Serialize + ?Sized, E: serde::de::Error>(
+        self,
+        value: &T,
+    ) -> Result<(), E> {
+        let mut text = Vec::new();
+        let _ = serde_json::to_writer(&mut text, value);
+        self.put(&text)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Canonical<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Canonical<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.put(b"null")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.put(if v { b"true" } else { b"false" })
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.put_json(&v)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.put_json(&v)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        // As `serde_json::Value` keeps it: a number when finite, else null.
+        match serde_json::Number::from_f64(v) {
+            Some(n) => self.put_json(&n),
+            None => self.put(b"null"),
+        }
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.take(escaped_len(v))?;
+        let _ = serde_json::to_writer(&mut *self.1, v);
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Canonical(budget, out) = self;
+        budget.take::<A::Error>(2)?;
+        out.push(b'[');
+        let mut first = true;
+        loop {
+            let at = out.len();
+            if !first {
+                budget.take::<A::Error>(1)?;
+                out.push(b',');
+            }
+            if seq.next_element_seed(Canonical(budget, out))?.is_none() {
+                out.truncate(at);
+                break;
+            }
+            first = false;
+        }
+        out.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let Canonical(budget, out) = self;
+        let entries = Entries(budget).visit_map(map)?;
+        budget.take::<A::Error>(2)?;
+        out.push(b'{');
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut *out, key);
+            out.push(b':');
+            out.extend_from_slice(value);
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
 /// How one JSON value maps to one WIT value.
 pub trait Field {
     type Out;
     fn decode(v: &Value, d: &mut Decoder) -> Option<Self::Out>;
-    fn encode(out: &Self::Out) -> Result<Value, EncodeError>;
+    /// Writes `out` as compact JSON, object keys in byte order.
+    fn write(out: &Self::Out, w: &mut JsonWriter) -> Result<(), WriteError>;
 }
 
 /// A JSON string.
@@ -161,8 +436,8 @@ impl Field for Str {
             }
         }
     }
-    fn encode(out: &String) -> Result<Value, EncodeError> {
-        Ok(Value::String(out.clone()))
+    fn write(out: &String, w: &mut JsonWriter) -> Result<(), WriteError> {
+        w.string(out)
     }
 }
 
@@ -181,8 +456,8 @@ impl Field for Bool {
             }
         }
     }
-    fn encode(out: &bool) -> Result<Value, EncodeError> {
-        Ok(Value::Bool(*out))
+    fn write(out: &bool, w: &mut JsonWriter) -> Result<(), WriteError> {
+        w.raw(if *out { b"true" } else { b"false" })
     }
 }
 
@@ -201,15 +476,9 @@ impl Field for Num {
             }
         }
     }
-    fn encode(out: &f64) -> Result<Value, EncodeError> {
-        number(*out)
+    fn write(out: &f64, w: &mut JsonWriter) -> Result<(), WriteError> {
+        w.number(*out)
     }
-}
-
-fn number(n: f64) -> Result<Value, EncodeError> {
-    serde_json::Number::from_f64(n)
-        .map(Value::Number)
-        .ok_or_else(|| EncodeError(format!("{n} is not a JSON number")))
 }
 
 /// A coordinate (`Lat`, `Lon`): documented as a number, shown as `""` in the contract's
@@ -236,8 +505,8 @@ impl Field for Coord {
             }
         }
     }
-    fn encode(out: &f64) -> Result<Value, EncodeError> {
-        number(*out)
+    fn write(out: &f64, w: &mut JsonWriter) -> Result<(), WriteError> {
+        w.number(*out)
     }
 }
 
@@ -264,8 +533,8 @@ impl Field for DateTime {
             }
         }
     }
-    fn encode(out: &String) -> Result<Value, EncodeError> {
-        Ok(Value::String(out.clone()))
+    fn write(out: &String, w: &mut JsonWriter) -> Result<(), WriteError> {
+        w.string(out)
     }
 }
 
@@ -295,11 +564,15 @@ impl<F: Field> Field for List<F> {
         }
         ok.then_some(out)
     }
-    fn encode(out: &Vec<F::Out>) -> Result<Value, EncodeError> {
-        out.iter()
-            .map(F::encode)
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array)
+    fn write(out: &Vec<F::Out>, w: &mut JsonWriter) -> Result<(), WriteError> {
+        w.raw(b"[")?;
+        for (i, item) in out.iter().enumerate() {
+            if i > 0 {
+                w.raw(b",")?;
+            }
+            F::write(item, w)?;
+        }
+        w.raw(b"]")
     }
 }
 
@@ -336,28 +609,57 @@ impl Field for FlexAttrs {
         }
         Some(out)
     }
-    fn encode(out: &Vec<FlexFormValues>) -> Result<Value, EncodeError> {
-        let mut forms = Map::new();
-        for form in out {
-            let mut attrs = Map::new();
-            for attr in &form.attrs {
-                let values = attr.values.iter().cloned().map(Value::String).collect();
-                attrs.insert(attr.attr_id.clone(), Value::Array(values));
+    fn write(out: &Vec<FlexFormValues>, w: &mut JsonWriter) -> Result<(), WriteError> {
+        // As a JSON object: keys in byte order, a repeated form or attribute replaces the
+        // earlier one.
+        let forms: BTreeMap<&str, &FlexFormValues> =
+            out.iter().map(|f| (f.form_id.as_str(), f)).collect();
+        w.raw(b"{")?;
+        for (i, (form_id, form)) in forms.into_iter().enumerate() {
+            w.key(i, form_id)?;
+            let attrs: BTreeMap<&str, &Vec<String>> = form
+                .attrs
+                .iter()
+                .map(|a| (a.attr_id.as_str(), &a.values))
+                .collect();
+            w.raw(b"{")?;
+            for (j, (attr_id, values)) in attrs.into_iter().enumerate() {
+                w.key(j, attr_id)?;
+                List::<Str>::write(values, w)?;
             }
-            forms.insert(form.form_id.clone(), Value::Object(attrs));
+            w.raw(b"}")?;
         }
-        Ok(Value::Object(forms))
+        w.raw(b"}")
     }
 }
 
-/// Parses `extensions` text back into the keys it holds.
-fn extension_keys(text: &str) -> Result<Map<String, Value>, EncodeError> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(EncodeError(format!(
-            "extensions must be the JSON text of an object, got {text:?}"
-        ))),
+/// Parses `extensions` text back into the keys it holds, each with its value already
+/// written as compact JSON (keys in byte order, a repeated key's last value, as a parsed
+/// `serde_json::Value` would print it). Its bytes count against `w`'s limit as they are
+/// produced, so a huge text never becomes a huge tree.
+fn extension_keys(text: &str, w: &JsonWriter) -> Result<Vec<(String, Vec<u8>)>, WriteError> {
+    let not_an_object = || {
+        WriteError::Invalid(EncodeError(format!(
+            "extensions must be the JSON text of an object, got {}",
+            preview(text)
+        )))
+    };
+    if !text.trim_start().starts_with('{') {
+        return Err(not_an_object());
     }
+    let budget = Budget {
+        left: std::cell::Cell::new(w.remaining()),
+        exceeded: std::cell::Cell::new(false),
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let entries = match serde::de::DeserializeSeed::deserialize(Entries(&budget), &mut de)
+        .and_then(|entries| de.end().map(|()| entries))
+    {
+        Ok(entries) => entries,
+        Err(_) if budget.exceeded.get() => return Err(WriteError::TooLarge),
+        Err(_) => return Err(not_an_object()),
+    };
+    Ok(entries)
 }
 
 /// Implements [`Field`] for a record whose fields are all optional, mapping each JSON key
@@ -382,17 +684,36 @@ macro_rules! record {
                 out.extensions = unknown.map(|m| Value::Object(m).to_string());
                 Some(out)
             }
-            fn encode(out: &$ty) -> Result<Value, EncodeError> {
-                let mut map = match &out.extensions {
-                    Some(text) => extension_keys(text)?,
-                    None => Map::new(),
+            fn write(out: &$ty, w: &mut JsonWriter) -> Result<(), WriteError> {
+                let extensions = match &out.extensions {
+                    Some(text) => extension_keys(text, w)?,
+                    None => Vec::new(),
                 };
+                // Documented fields and extension keys merged in byte order; a documented
+                // field that is set wins over an extension key of the same name.
+                let mut keys: BTreeMap<&str, Option<&[u8]>> = extensions
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), Some(v.as_slice())))
+                    .collect();
                 $(
-                    if let Some(x) = &out.$field {
-                        map.insert($key.to_string(), <$codec as Field>::encode(x)?);
+                    if out.$field.is_some() {
+                        keys.insert($key, None);
                     }
                 )*
-                Ok(Value::Object(map))
+                w.raw(b"{")?;
+                for (i, (key, extension)) in keys.into_iter().enumerate() {
+                    w.key(i, key)?;
+                    match (key, extension) {
+                        (_, Some(bytes)) => w.raw(bytes)?,
+                        $(($key, None) => {
+                            if let Some(x) = &out.$field {
+                                <$codec as Field>::write(x, w)?;
+                            }
+                        })*
+                        (_, None) => {}
+                    }
+                }
+                w.raw(b"}")
             }
         }
     };
@@ -559,11 +880,13 @@ impl Field for OrderedPart {
             parts,
         })
     }
-    fn encode(out: &OrderedPart) -> Result<Value, EncodeError> {
-        let mut map = Map::new();
-        map.insert("PartOrderNum".into(), Str::encode(&out.part_order_num)?);
-        map.insert("Parts".into(), List::<Str>::encode(&out.parts)?);
-        Ok(Value::Object(map))
+    fn write(out: &OrderedPart, w: &mut JsonWriter) -> Result<(), WriteError> {
+        w.raw(b"{")?;
+        w.key(0, "PartOrderNum")?;
+        Str::write(&out.part_order_num, w)?;
+        w.key(1, "Parts")?;
+        List::<Str>::write(&out.parts, w)?;
+        w.raw(b"}")
     }
 }
 
@@ -595,21 +918,20 @@ impl Field for BookJobResponse {
             ordered_parts,
         })
     }
-    fn encode(out: &BookJobResponse) -> Result<Value, EncodeError> {
+    fn write(out: &BookJobResponse, w: &mut JsonWriter) -> Result<(), WriteError> {
         if out.order_num.is_empty() {
-            return Err(EncodeError(
+            return Err(WriteError::Invalid(EncodeError(
                 "OrderNum is empty; a successful booking must name the new order".into(),
-            ));
+            )));
         }
-        let mut map = Map::new();
-        map.insert("OrderNum".into(), Str::encode(&out.order_num)?);
+        w.raw(b"{")?;
+        w.key(0, "OrderNum")?;
+        Str::write(&out.order_num, w)?;
         if !out.ordered_parts.is_empty() {
-            map.insert(
-                "OrderedParts".into(),
-                List::<OrderedPart>::encode(&out.ordered_parts)?,
-            );
+            w.key(1, "OrderedParts")?;
+            List::<OrderedPart>::write(&out.ordered_parts, w)?;
         }
-        Ok(Value::Object(map))
+        w.raw(b"}")
     }
 }
 
@@ -629,11 +951,7 @@ impl Field for AppointmentSearchResponse {
             time_constraints,
         })
     }
-    fn encode(out: &AppointmentSearchResponse) -> Result<Value, EncodeError> {
-        let mut map = Map::new();
-        if let Some(msg) = &out.status_msg {
-            map.insert("StatusMsg".into(), Str::encode(msg)?);
-        }
+    fn write(out: &AppointmentSearchResponse, w: &mut JsonWriter) -> Result<(), WriteError> {
         for (i, slot) in out.time_constraints.iter().enumerate() {
             let period = slot.period.as_ref();
             for (name, at) in [
@@ -641,17 +959,23 @@ impl Field for AppointmentSearchResponse {
                 ("End", period.and_then(|p| p.end.as_deref())),
             ] {
                 if let Some(at) = at.filter(|at| parse_datetime(at).is_none()) {
-                    return Err(EncodeError(format!(
-                        "TimeConstraints[{i}].Period.{name} {at:?} is not a UTC ISO-8601 date-time"
-                    )));
+                    return Err(WriteError::Invalid(EncodeError(format!(
+                        "TimeConstraints[{i}].Period.{name} {} is not a UTC ISO-8601 date-time",
+                        preview(at)
+                    ))));
                 }
             }
         }
-        map.insert(
-            "TimeConstraints".into(),
-            List::<TimeConstraint>::encode(&out.time_constraints)?,
-        );
-        Ok(Value::Object(map))
+        w.raw(b"{")?;
+        let mut keys = 0;
+        if let Some(msg) = &out.status_msg {
+            w.key(keys, "StatusMsg")?;
+            Str::write(msg, w)?;
+            keys += 1;
+        }
+        w.key(keys, "TimeConstraints")?;
+        List::<TimeConstraint>::write(&out.time_constraints, w)?;
+        w.raw(b"}")
     }
 }
 
@@ -686,7 +1010,20 @@ pub fn decode_text<F: Field>(text: &str) -> Result<F::Out, Vec<Problem>> {
 
 /// Encodes a record as JSON.
 pub fn encode<F: Field>(out: &F::Out) -> Result<Value, EncodeError> {
-    F::encode(out)
+    let bytes = to_vec::<F>(out, usize::MAX).map_err(|e| match e {
+        WriteError::Invalid(e) => e,
+        WriteError::TooLarge => EncodeError("larger than memory allows".into()),
+    })?;
+    // Compact JSON this module wrote parses back.
+    serde_json::from_slice(&bytes).map_err(|e| EncodeError(e.to_string()))
+}
+
+/// Encodes a record as compact JSON text of at most `limit` bytes, stopping as soon as
+/// the limit is passed: an answer too large is refused without ever being held whole.
+pub fn to_vec<F: Field>(out: &F::Out, limit: usize) -> Result<Vec<u8>, WriteError> {
+    let mut w = JsonWriter::new(limit);
+    F::write(out, &mut w)?;
+    Ok(w.into_bytes())
 }
 
 /// Parses a contract date-time (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`, UTC) into milliseconds

@@ -6,6 +6,7 @@ use crate::contract::Problem;
 use crate::contract::types::BookingError;
 use crate::plugin::PluginIdent;
 use crate::runtime::{FailureKind, PluginFailure};
+use crate::text::cut;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -214,30 +215,81 @@ impl ApiError {
         text
     }
 
-    /// The plugin refused the booking with a `booking-error`.
+    /// The plugin refused the booking with a `booking-error`. Its texts are the plugin's,
+    /// so they are cut to fixed bounds (see [`RefusalBounds`]): a refusal costs the host a
+    /// few kilobytes whatever the plugin hands over.
     pub fn from_booking(err: BookingError) -> Self {
+        let detail = |m: &str| cut(m, REFUSAL.detail);
         match err {
-            BookingError::InvalidRequest(e) => ApiError {
-                invalid_params: e
+            BookingError::InvalidRequest(e) => {
+                let total = e.params.len();
+                let mut invalid_params: Vec<InvalidParam> = e
                     .params
                     .into_iter()
+                    .take(REFUSAL.params)
                     .map(|p| InvalidParam {
-                        name: p.name,
-                        reason: p.reason,
-                        path: p.path,
-                        value: p.value,
+                        name: cut(&p.name, REFUSAL.field),
+                        reason: cut(&p.reason, REFUSAL.field),
+                        path: cut(&p.path, REFUSAL.field),
+                        value: cut(&p.value, REFUSAL.field),
                     })
-                    .collect(),
-                ..ApiError::new(ErrorKind::InvalidRequest, e.message)
-            },
-            BookingError::SlotUnavailable(m) => ApiError::new(ErrorKind::SlotUnavailable, m),
-            BookingError::Conflict(m) => ApiError::new(ErrorKind::Conflict, m),
-            BookingError::Unauthorized(m) => ApiError::new(ErrorKind::InvalidLogon, m),
-            BookingError::UpstreamFailure(m) => ApiError::new(ErrorKind::UpstreamFailure, m),
-            BookingError::Internal(m) => ApiError::new(ErrorKind::BookingFailed, m),
+                    .collect();
+                invalid_params.shrink_to_fit();
+                let mut message = detail(&e.message);
+                if total > invalid_params.len() {
+                    message.push_str(&format!(
+                        " ({} invalid parameters, the first {} shown)",
+                        total,
+                        invalid_params.len()
+                    ));
+                }
+                ApiError {
+                    invalid_params,
+                    ..ApiError::new(ErrorKind::InvalidRequest, message)
+                }
+            }
+            BookingError::SlotUnavailable(m) => {
+                ApiError::new(ErrorKind::SlotUnavailable, detail(&m))
+            }
+            BookingError::Conflict(m) => ApiError::new(ErrorKind::Conflict, detail(&m)),
+            BookingError::Unauthorized(m) => ApiError::new(ErrorKind::InvalidLogon, detail(&m)),
+            BookingError::UpstreamFailure(m) => {
+                ApiError::new(ErrorKind::UpstreamFailure, detail(&m))
+            }
+            BookingError::Internal(m) => ApiError::new(ErrorKind::BookingFailed, detail(&m)),
         }
     }
 
+    /// Holds the error body to `max_bytes` (a plugin's `max_response_bytes`): trailing
+    /// invalid parameters are left out, then the detail is cut, until it fits.
+    pub fn within(mut self, max_bytes: usize) -> Self {
+        // What the body adds around the detail and the parameters: keys, title, status,
+        // the request id appended to the detail, and a marker.
+        const FRAME: usize = 320;
+        let param_len = |p: &InvalidParam| serde_json::to_vec(p).map_or(0, |v| v.len()) + 1;
+        let mut size =
+            FRAME + self.detail.len() + self.invalid_params.iter().map(param_len).sum::<usize>();
+        let mut dropped = 0;
+        while size > max_bytes {
+            let Some(p) = self.invalid_params.pop() else {
+                break;
+            };
+            size -= param_len(&p);
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.detail = format!(
+                "{} ({dropped} more invalid parameters left out)",
+                self.detail
+            );
+            size += 48;
+        }
+        if size > max_bytes {
+            let room = max_bytes.saturating_sub(FRAME + 48).max(64);
+            self.detail = cut(&self.detail, room);
+        }
+        self
+    }
     /// Attributes the error to a plugin version (for its counters).
     pub fn for_plugin(mut self, plugin: &Arc<PluginIdent>) -> Self {
         self.plugin = Some(plugin.clone());
@@ -278,6 +330,26 @@ impl From<PluginFailure> for ApiError {
         }
     }
 }
+
+/// How much of a plugin's refusal the host keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct RefusalBounds {
+    /// Bytes of the refusal's message (the body's `detail`).
+    pub detail: usize,
+    /// Entries of `invalidParams`.
+    pub params: usize,
+    /// Bytes of each entry's `name`, `reason`, `path` and `value`.
+    pub field: usize,
+}
+
+/// The bounds on every plugin refusal: a message of 1 KiB, 100 invalid parameters of at
+/// most 256 bytes per field — about 100 KiB at worst, and never more than the plugin's
+/// `max_response_bytes` (see [`ApiError::within`]).
+pub const REFUSAL: RefusalBounds = RefusalBounds {
+    detail: 1024,
+    params: 100,
+    field: 256,
+};
 
 /// The wire shape of the Standard Response Object.
 #[derive(Debug, Serialize, Deserialize)]

@@ -9,4 +9,4 @@ pub mod types {
 #[path = "../../../guest-sdk/src/codec.rs"]
 pub mod codec;
 
-pub use codec::{Problem, decode, encode, parse_datetime};
+pub use codec::{Problem, decode, encode, parse_datetime, to_vec};

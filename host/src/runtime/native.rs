@@ -184,7 +184,7 @@ pub fn answer(
     ctx: &host::RequestContext,
     json: &Value,
     services: Services,
-) -> Result<(Result<Value, contract::codec::EncodeError>, Services), ApiError> {
+) -> Result<(Result<Vec<u8>, contract::codec::WriteError>, Services), ApiError> {
     let unavailable = |what: &str| {
         ApiError::new(
             ErrorKind::PluginUnavailable,
@@ -195,26 +195,30 @@ pub fn answer(
     let native = Rc::new(RefCell::new(NativeHost {
         config: plugin.config.clone(),
         kv: services.kv,
-        output: GuestOutput::new(plugin.limits.max_log_bytes),
+        output: GuestOutput::new(plugin.limits.max_log_bytes, plugin.limits.max_log_entries),
         calls: HostCalls::default(),
     }));
     let call_ctx = context(ctx);
+    let limit = plugin.limits.max_response_bytes;
+    let refused = |e: host::BookingError| {
+        ApiError::from_booking(e)
+            .within(limit)
+            .for_plugin(&plugin.ident)
+    };
     let encoded = match kind {
         RouteKind::BookJob => {
             let book = rules.book.ok_or_else(|| unavailable("book"))?;
             let job = sdk::json::decode::<sdk::BookJob>(json).map_err(problems)?;
             let answer = sdk::native::call(&native, || book(call_ctx, job));
-            let response = answer
-                .map_err(|e| ApiError::from_booking(booking_error(e)).for_plugin(&plugin.ident))?;
-            sdk::json::encode::<sdk::BookJobResponse>(&response)
+            let response = answer.map_err(|e| refused(booking_error(e)))?;
+            sdk::json::to_vec::<sdk::BookJobResponse>(&response, limit)
         }
         RouteKind::AppointmentSearch => {
             let search = rules.search.ok_or_else(|| unavailable("search"))?;
             let query = sdk::json::decode::<sdk::BookJob>(json).map_err(problems)?;
             let answer = sdk::native::call(&native, || search(call_ctx, query));
-            let response = answer
-                .map_err(|e| ApiError::from_booking(booking_error(e)).for_plugin(&plugin.ident))?;
-            sdk::json::encode::<sdk::AppointmentSearchResponse>(&response)
+            let response = answer.map_err(|e| refused(booking_error(e)))?;
+            sdk::json::to_vec::<sdk::AppointmentSearchResponse>(&response, limit)
         }
     };
     // The SDK let go of its handle when the call returned.
@@ -227,6 +231,12 @@ pub fn answer(
             )
         })?;
     super::log_output(&plugin.ident, &ctx.request_id, &native.output);
-    let encoded = encoded.map_err(|e| contract::codec::EncodeError(e.0));
+    // The SDK's copy of the codec has its own error type.
+    let encoded = encoded.map_err(|e| match e {
+        sdk::json::WriteError::Invalid(e) => {
+            contract::codec::WriteError::Invalid(contract::codec::EncodeError(e.0))
+        }
+        sdk::json::WriteError::TooLarge => contract::codec::WriteError::TooLarge,
+    });
     Ok((encoded, Services { kv: native.kv }))
 }

@@ -419,24 +419,79 @@ fn report(
             l.max_memory_bytes as f64 / 1048576.0
         ),
     )?;
+    let entry = crate::runtime::sandbox::LOG_ENTRY_BYTES;
+    let log_cost = s.log_bytes + s.log_lines * entry;
     line(
         out,
         "log",
-        s.log_bytes as f64 + s.log_dropped_bytes as f64,
+        log_cost as f64 + s.log_dropped_bytes as f64,
         Some(l.max_log_bytes as f64),
         format!(
-            "{} lines, {} bytes ({} dropped) of max_log_bytes {}",
-            s.log_lines, s.log_bytes, s.log_dropped_bytes, l.max_log_bytes
+            "{} bytes ({} with {entry} per entry; {} dropped) of max_log_bytes {}",
+            s.log_bytes, log_cost, s.log_dropped_bytes, l.max_log_bytes
         ),
     )?;
+    line(
+        out,
+        "log entries",
+        (s.log_lines as u64 + s.log_dropped_entries) as f64,
+        Some(l.max_log_entries as f64),
+        format!(
+            "{} ({} dropped) of max_log_entries {}",
+            s.log_lines, s.log_dropped_entries, l.max_log_entries
+        ),
+    )?;
+    line(
+        out,
+        "resources",
+        s.host_resources as f64,
+        Some(l.max_host_resources as f64),
+        format!(
+            "{} host resources held at the end of max_host_resources {}",
+            s.host_resources, l.max_host_resources
+        ),
+    )?;
+    if plugin.kv {
+        let max = crate::store::kv::MAX_READ_BYTES;
+        line(
+            out,
+            "kv read",
+            s.kv_read_bytes as f64,
+            Some(max as f64),
+            format!("{} bytes held of {max} per call", s.kv_read_bytes),
+        )?;
+        let max = crate::store::kv::MAX_WRITTEN_BYTES;
+        line(
+            out,
+            "kv written",
+            s.kv_written_bytes as f64,
+            Some(max as f64),
+            format!("{} bytes of {max} per call", s.kv_written_bytes),
+        )?;
+    }
+    if plugin.http.is_some() {
+        let max = crate::runtime::sandbox::HTTP_BODY_BUFFER_BYTES;
+        line(
+            out,
+            "http buffers",
+            s.http_body_buffer_bytes as f64,
+            Some(max as f64),
+            format!(
+                "{} bytes of outgoing body buffers of {max} per call",
+                s.http_body_buffer_bytes
+            ),
+        )?;
+    }
     line(
         out,
         "response",
         response_bytes as f64,
         Some(l.max_response_bytes as f64),
         format!(
-            "{response_bytes} bytes of max_response_bytes {}",
-            l.max_response_bytes
+            "{response_bytes} bytes of max_response_bytes {} (lifted from the plugin: at \
+             most {} bytes)",
+            l.max_response_bytes,
+            l.lift_budget()
         ),
     )?;
     let h = s.host_calls;

@@ -188,12 +188,23 @@ fn run_answers_through_the_production_path_and_reports_limits_hit() {
         "fuel used",
         "peak memory",
         "log",
+        "log entries",
+        "resources",
+        "kv read",
+        "kv written",
         "response",
         "host calls",
     ] {
         assert!(text.contains(&format!("  {field}")), "{field}: {text}");
     }
     assert!(text.contains("kv 1"), "{text}");
+    // Every budget a call is charged with shows its headroom.
+    assert!(text.contains("of max_log_entries 1000"), "{text}");
+    assert!(text.contains("of max_host_resources 256"), "{text}");
+    assert!(
+        text.contains("lifted from the plugin: at most 4194304 bytes"),
+        "{text}"
+    );
 
     // The same error types the server answers.
     for (plugin, kind, warned) in [

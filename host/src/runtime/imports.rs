@@ -121,7 +121,7 @@ mod tests {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect::<HashMap<_, _>>(),
             ),
-            output: GuestOutput::new(log_budget),
+            output: GuestOutput::new(log_budget, 1_000),
             fuel_granted: None,
             services: Default::default(),
             http: Default::default(),
@@ -148,7 +148,7 @@ mod tests {
 
     #[test]
     fn log_lines_are_captured_within_the_budget() {
-        let mut s = state(&[], 12);
+        let mut s = state(&[], 12 + crate::runtime::sandbox::LOG_ENTRY_BYTES);
         log::Host::log(&mut s, log::Level::Warn, "careful".into());
         log::Host::log(&mut s, log::Level::Info, "this one is too long".into());
         let (lines, dropped) = s.output.take();
@@ -157,6 +157,6 @@ mod tests {
             (lines[0].source, lines[0].text.as_str()),
             ("warn", "careful")
         );
-        assert_eq!(dropped, 20);
+        assert_eq!((dropped.bytes, dropped.entries), (20, 1));
     }
 }

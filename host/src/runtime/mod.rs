@@ -118,10 +118,19 @@ pub struct CallStats {
     pub fuel_used: Option<u64>,
     pub peak_memory_bytes: usize,
     pub log_lines: usize,
-    /// Bytes kept of what the guest logged or printed, and bytes dropped over the budget.
+    /// Bytes kept of what the guest logged or printed, and bytes and entries dropped over
+    /// the budget.
     pub log_bytes: usize,
     pub log_dropped_bytes: u64,
+    pub log_dropped_entries: u64,
     pub host_calls: state::HostCalls,
+    /// Host resources the instance still held when the call ended.
+    pub host_resources: usize,
+    /// Bytes of key-value reads and listings the call's session held, and bytes written.
+    pub kv_read_bytes: usize,
+    pub kv_written_bytes: usize,
+    /// Bytes of outgoing request bodies the call had the host buffer at most.
+    pub http_body_buffer_bytes: usize,
     pub limits: sandbox::Limits,
     /// The failure's detail, when the call failed.
     pub failure: Option<String>,
@@ -446,8 +455,9 @@ impl PluginRuntime {
             .data()
             .fuel_granted
             .and_then(|granted| Some(granted - store.get_fuel().ok()?));
+        let host_resources = store.data_mut().table.iter_mut().count();
         let state = store.data();
-        let (log_lines, log_bytes, log_dropped_bytes) = flush_output(state);
+        let (log_lines, log_bytes, dropped) = flush_output(state);
         tracing::debug!(
             plugin = %plugin.ident,
             request_id,
@@ -475,8 +485,17 @@ impl PluginRuntime {
                 peak_memory_bytes: state.limiter.peak_memory,
                 log_lines,
                 log_bytes,
-                log_dropped_bytes,
+                log_dropped_bytes: dropped.bytes,
+                log_dropped_entries: dropped.entries,
                 host_calls,
+                host_resources,
+                kv_read_bytes: state.services.kv.as_ref().map_or(0, |kv| kv.read_bytes()),
+                kv_written_bytes: state
+                    .services
+                    .kv
+                    .as_ref()
+                    .map_or(0, |kv| kv.written_bytes()),
+                http_body_buffer_bytes: state.outbound.body_buffer_bytes(),
                 limits,
                 failure: result.as_ref().err().map(|f| f.cause.clone()),
             });
@@ -511,16 +530,22 @@ impl PluginRuntime {
         request_id: &str,
         deadline: Instant,
     ) -> Store<PluginState> {
-        let output = GuestOutput::new(limits.max_log_bytes);
+        let output = GuestOutput::new(limits.max_log_bytes, limits.max_log_entries);
         let wasi = WasiCtx::builder()
             .stdout(output.stream(0))
             .stderr(output.stream(1))
             .allow_tcp(false)
             .allow_udp(false)
             .build();
+        // Every host resource the guest creates through WASI or `wasi:http` lives in this
+        // table: its size, and each header map's, bound what the call makes the host hold.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_host_resources);
+        let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
+        http.set_field_size_limit(sandbox::HTTP_FIELDS_BYTES);
         let state = PluginState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: Limiter::new(limits),
             ident,
             request_id: Arc::from(request_id),
@@ -528,12 +553,16 @@ impl PluginRuntime {
             output,
             fuel_granted: None,
             services: Services::default(),
-            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http,
             outbound: outbound::OutboundPolicy::default(),
             host_calls: state::HostCalls::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // What the host copies out of the guest in one go — its answer, or one host
+        // call's arguments — is counted as it is lifted, and lifting stops at the budget.
+        store.set_hostcall_fuel(limits.lift_budget());
+        store.set_max_component_handles(sandbox::COMPONENT_HANDLES);
         self.arm(&mut store, limits, deadline);
         store
     }
@@ -549,7 +578,9 @@ impl PluginRuntime {
     ) {
         let state = store.data_mut();
         state.request_id = Arc::from(request_id);
-        state.output.renew(limits.max_log_bytes);
+        state
+            .output
+            .renew(limits.max_log_bytes, limits.max_log_entries);
         state.host_calls = state::HostCalls::default();
         self.arm(store, limits, deadline);
     }
@@ -726,14 +757,56 @@ fn classify(
     state: &PluginState,
     err: &wasmtime::Error,
 ) -> PluginFailure {
+    // The chain and the guest's backtrace, bounded: a guest names its own functions, and a
+    // stack overflow has thousands of frames.
     tracing::warn!(
         plugin = %ident,
         request_id = &*state.request_id,
-        "plugin call failed: {err:?}"
+        "plugin call failed: {}",
+        crate::text::cut(&format!("{err:?}"), 8 << 10)
     );
     let trap = err.downcast_ref::<Trap>().copied();
+    let full_table = err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    });
     let (kind, cause) = match (&state.limiter.hit, trap) {
         (Some(hit), _) => (FailureKind::MemoryLimit, hit.clone()),
+        (None, _) if full_table => (
+            FailureKind::MemoryLimit,
+            format!(
+                "held more than its max_host_resources of {} host resources",
+                limits.max_host_resources
+            ),
+        ),
+        (None, _) if fields_too_large(err) => (
+            FailureKind::MemoryLimit,
+            format!(
+                "built a wasi:http header map over {} bytes",
+                sandbox::HTTP_FIELDS_BYTES
+            ),
+        ),
+        (None, _) if lift_exhausted(err) => match err.downcast_ref::<wasmtime::WasmBacktrace>() {
+            // Lifting the answer happens after the guest returned, with no guest frames.
+            None => (
+                FailureKind::ResponseTooLarge,
+                format!(
+                    "answered over its max_response_bytes of {}: more than {} bytes in the \
+                     host's form of the answer, lifting stopped there",
+                    limits.max_response_bytes,
+                    limits.lift_budget()
+                ),
+            ),
+            Some(_) => (
+                FailureKind::MemoryLimit,
+                format!(
+                    "handed the host more than {} bytes in one host call",
+                    limits.lift_budget()
+                ),
+            ),
+        },
         (None, Some(Trap::Interrupt)) => (
             FailureKind::Timeout,
             format!("timed out after {} ms", limits.timeout_ms),
@@ -750,13 +823,31 @@ fn classify(
             ),
         ),
         (None, Some(trap)) => (FailureKind::Trap, format!("trapped: {trap}")),
-        (None, None) => (FailureKind::Trap, format!("failed: {}", root_cause(err))),
+        (None, None) => (
+            FailureKind::Trap,
+            format!("failed: {}", crate::text::cut(&root_cause(err), 1024)),
+        ),
     };
     PluginFailure {
         kind,
         plugin: ident.clone(),
         cause,
     }
+}
+
+/// Whether wasmtime stopped lifting because the store's hostcall fuel ran out (its error
+/// type is private; its message is stable across 48.x).
+fn lift_exhausted(err: &wasmtime::Error) -> bool {
+    err.chain().any(|e| {
+        e.to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
+}
+
+/// Whether `wasi:http` refused to grow a header map past its size limit (it traps).
+fn fields_too_large(err: &wasmtime::Error) -> bool {
+    err.chain()
+        .any(|e| e.to_string().contains("total size of fields exceeds limit"))
 }
 
 fn root_cause(err: &wasmtime::Error) -> String {
@@ -766,13 +857,17 @@ fn root_cause(err: &wasmtime::Error) -> String {
         .unwrap_or_else(|| err.to_string())
 }
 
-/// Logs what the guest wrote, one log event per line, tagged with plugin, version and
-/// request id; how many lines and bytes, and bytes dropped over the budget.
-fn flush_output(state: &PluginState) -> (usize, usize, u64) {
+/// Logs what the guest wrote, one log event per entry, tagged with plugin, version and
+/// request id; how many lines and bytes, and what was dropped over the budget.
+fn flush_output(state: &PluginState) -> (usize, usize, output::Dropped) {
     log_output(&state.ident, &state.request_id, &state.output)
 }
 
-fn log_output(plugin: &PluginIdent, request_id: &str, output: &GuestOutput) -> (usize, usize, u64) {
+fn log_output(
+    plugin: &PluginIdent,
+    request_id: &str,
+    output: &GuestOutput,
+) -> (usize, usize, output::Dropped) {
     let (lines, dropped) = output.take();
     let counted = (
         lines.len(),
@@ -789,12 +884,13 @@ fn log_output(plugin: &PluginIdent, request_id: &str, output: &GuestOutput) -> (
             source => tracing::info!(plugin = %plugin, request_id, source, "{text}"),
         }
     }
-    if dropped > 0 {
+    if dropped != output::Dropped::default() {
         tracing::warn!(
             plugin = %plugin,
             request_id,
-            dropped_bytes = dropped,
-            "plugin output over its max_log_bytes was dropped"
+            dropped_bytes = dropped.bytes,
+            dropped_entries = dropped.entries,
+            "plugin output over its max_log_bytes or max_log_entries was dropped"
         );
     }
     counted

@@ -6,8 +6,11 @@
 //! byte and between bytes, whatever the guest asks for), and its response body is cut at
 //! `max_response_bytes`. Anything else fails inside the guest with a `wasi:http` error code
 //! (`HTTP-request-denied`, `connection-timeout`, `HTTP-response-body-size`, …), and the host
-//! logs why, tagged with plugin, version and request id.
+//! logs why, tagged with plugin, version and request id (the URL cut to
+//! [`LOGGED_URL_BYTES`]). Request bodies a guest writes ahead of the customer system wait
+//! in host buffers charged to the call (see [`HTTP_BODY_BUFFER_BYTES`]).
 
+use super::sandbox::{HTTP_BODY_BUFFER_BYTES, HTTP_BODY_CHUNK_BYTES};
 use crate::plugin::PluginIdent;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -127,7 +130,13 @@ pub struct OutboundPolicy {
     ident: Option<Arc<PluginIdent>>,
     request_id: Option<Arc<str>>,
     calls: u32,
+    /// Bytes of body buffers handed out to the call's outgoing bodies so far.
+    body_buffers: usize,
 }
+
+/// How much of a refused URL the log shows: enough to recognise it, never a plugin's
+/// megabytes.
+pub const LOGGED_URL_BYTES: usize = 256;
 
 impl OutboundPolicy {
     pub fn new(
@@ -140,7 +149,13 @@ impl OutboundPolicy {
             ident: Some(ident),
             request_id: Some(request_id),
             calls: 0,
+            body_buffers: 0,
         }
+    }
+
+    /// Bytes of outgoing body buffers the call was handed.
+    pub fn body_buffer_bytes(&self) -> usize {
+        self.body_buffers
     }
 
     /// Requests the call has made (refused ones included).
@@ -183,6 +198,20 @@ type Sent = Box<
 >;
 
 impl WasiHttpHooks for OutboundPolicy {
+    /// Each outgoing body may hold one chunk queued and one in flight; a call's bodies
+    /// together get at most [`HTTP_BODY_BUFFER_BYTES`]. A body created past that gets no
+    /// buffer at all: writing to it never succeeds, and the call runs into its deadline.
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        let left = HTTP_BODY_BUFFER_BYTES.saturating_sub(self.body_buffers);
+        let chunk = HTTP_BODY_CHUNK_BYTES.min(left / 2);
+        self.body_buffers += 2 * chunk;
+        chunk
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -192,7 +221,7 @@ impl WasiHttpHooks for OutboundPolicy {
         let refusal = self.refusal(request.uri());
         let ident = self.ident.clone();
         let request_id = self.request_id.clone();
-        let uri = request.uri().clone();
+        let uri = crate::text::cut(&request.uri().to_string(), LOGGED_URL_BYTES);
         let (timeout, max_body) = self.grant.as_ref().map_or((Duration::ZERO, 0), |g| {
             (Duration::from_millis(g.timeout_ms), g.max_response_bytes)
         });
@@ -201,7 +230,8 @@ impl WasiHttpHooks for OutboundPolicy {
                 plugin = ident.as_ref().map(|i| i.to_string()),
                 request_id = request_id.as_deref(),
                 %uri,
-                "outbound request refused: {why}"
+                "outbound request refused: {}",
+                crate::text::cut(why, LOGGED_URL_BYTES * 2)
             );
         };
         Box::new(async move {

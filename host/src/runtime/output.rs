@@ -1,7 +1,10 @@
 //! What a guest writes — stdout, stderr and the `log` service — captured per call within
-//! one byte budget (`max_log_bytes`). Writes past the budget are dropped and counted, never
-//! refused: a chatty plugin keeps booking, and the host log stays bounded.
+//! one byte budget (`max_log_bytes`) and an entry count (`max_log_entries`). Every entry
+//! costs its text plus [`LOG_ENTRY_BYTES`], so a flood of empty entries runs out of budget
+//! like any other. Writes past the budget are dropped and counted, never refused: a chatty
+//! plugin keeps booking, and the host holds and logs a bounded amount for it.
 
+use super::sandbox::LOG_ENTRY_BYTES;
 use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
@@ -21,13 +24,24 @@ pub struct Line {
 #[derive(Debug, Default)]
 struct Capture {
     remaining: usize,
+    /// Entries that may still be kept.
+    entries_left: usize,
     /// Bytes written to stdout/stderr not yet ended by a newline, per stream.
     partial: [Vec<u8>; 2],
     lines: Vec<Line>,
     dropped_bytes: u64,
+    dropped_entries: u64,
 }
 
 impl Capture {
+    fn new(budget: usize, entries: usize) -> Self {
+        Capture {
+            remaining: budget,
+            entries_left: entries,
+            ..Capture::default()
+        }
+    }
+
     fn admit(&mut self, len: usize) -> usize {
         let take = len.min(self.remaining);
         self.remaining -= take;
@@ -35,15 +49,28 @@ impl Capture {
         take
     }
 
+    /// Keeps a line whose text was already charged, if an entry and its fixed cost are
+    /// still affordable; else drops it.
+    fn keep(&mut self, source: &'static str, text: String) -> bool {
+        if self.entries_left == 0 || self.remaining < LOG_ENTRY_BYTES {
+            self.dropped_bytes += text.len() as u64;
+            self.dropped_entries += 1;
+            return false;
+        }
+        self.entries_left -= 1;
+        self.remaining -= LOG_ENTRY_BYTES;
+        self.lines.push(Line { source, text });
+        true
+    }
+
     fn write_stream(&mut self, index: usize, bytes: &[u8]) {
         let take = self.admit(bytes.len());
         let source = STREAMS[index];
-        let partial = &mut self.partial[index];
-        partial.extend_from_slice(&bytes[..take]);
-        while let Some(end) = partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = partial.drain(..=end).collect();
+        self.partial[index].extend_from_slice(&bytes[..take]);
+        while let Some(end) = self.partial[index].iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial[index].drain(..=end).collect();
             let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            self.lines.push(Line { source, text });
+            self.keep(source, text);
         }
     }
 }
@@ -55,11 +82,9 @@ const STREAMS: [&str; 2] = ["stdout", "stderr"];
 pub struct GuestOutput(Arc<Mutex<Capture>>);
 
 impl GuestOutput {
-    pub fn new(budget: usize) -> Self {
-        GuestOutput(Arc::new(Mutex::new(Capture {
-            remaining: budget,
-            ..Capture::default()
-        })))
+    /// A capture of at most `budget` bytes in at most `entries` entries.
+    pub fn new(budget: usize, entries: usize) -> Self {
+        GuestOutput(Arc::new(Mutex::new(Capture::new(budget, entries))))
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Capture) -> R) -> R {
@@ -69,13 +94,8 @@ impl GuestOutput {
 
     /// Starts a new call's capture on the same streams (a warm instance's next call):
     /// a full budget, nothing dropped yet, no partial lines.
-    pub fn renew(&self, budget: usize) {
-        self.with(|c| {
-            *c = Capture {
-                remaining: budget,
-                ..Capture::default()
-            }
-        });
+    pub fn renew(&self, budget: usize, entries: usize) {
+        self.with(|c| *c = Capture::new(budget, entries));
     }
 
     /// The guest's stdout (`index` 0) or stderr (1) as a WASI output stream.
@@ -89,34 +109,41 @@ impl GuestOutput {
     /// Records a line from the log service, if the budget allows; `false` when dropped.
     pub fn log(&self, source: &'static str, text: &str) -> bool {
         self.with(|c| {
-            // A log line is kept whole or not at all.
-            if text.len() > c.remaining {
+            // A log line is kept whole or not at all, and is copied only when kept.
+            if text.len().saturating_add(LOG_ENTRY_BYTES) > c.remaining || c.entries_left == 0 {
                 c.dropped_bytes += text.len() as u64;
+                c.dropped_entries += 1;
                 return false;
             }
-            c.admit(text.len());
-            c.lines.push(Line {
-                source,
-                text: text.to_string(),
-            });
-            true
+            c.remaining -= text.len();
+            c.keep(source, text.to_string())
         })
     }
 
-    /// Everything captured, with unterminated stream output as final lines, and the number
-    /// of bytes dropped over the budget.
-    pub fn take(&self) -> (Vec<Line>, u64) {
+    /// Everything captured, with unterminated stream output as final lines, and what was
+    /// dropped over the budget.
+    pub fn take(&self) -> (Vec<Line>, Dropped) {
         self.with(|c| {
-            for (partial, source) in c.partial.iter_mut().zip(STREAMS) {
+            for (index, source) in STREAMS.into_iter().enumerate() {
+                let partial = std::mem::take(&mut c.partial[index]);
                 if !partial.is_empty() {
-                    let text = String::from_utf8_lossy(partial).into_owned();
-                    partial.clear();
-                    c.lines.push(Line { source, text });
+                    c.keep(source, String::from_utf8_lossy(&partial).into_owned());
                 }
             }
-            (std::mem::take(&mut c.lines), c.dropped_bytes)
+            let dropped = Dropped {
+                bytes: c.dropped_bytes,
+                entries: c.dropped_entries,
+            };
+            (std::mem::take(&mut c.lines), dropped)
         })
     }
+}
+
+/// What a capture dropped over its budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub bytes: u64,
+    pub entries: u64,
 }
 
 /// stdout or stderr of one call.
@@ -187,7 +214,7 @@ mod tests {
 
     #[test]
     fn splits_lines_per_stream_and_keeps_the_tail() {
-        let out = GuestOutput::new(1024);
+        let out = GuestOutput::new(2048, 100);
         let mut stdout = out.stream(0);
         let mut stderr = out.stream(1);
         stdout.write(Bytes::from_static(b"one\ntw")).unwrap();
@@ -206,12 +233,12 @@ mod tests {
                 ("stdout", "three"),
             ]
         );
-        assert_eq!(dropped, 0);
+        assert_eq!(dropped, Dropped::default());
     }
 
     #[test]
     fn drops_and_counts_what_exceeds_the_budget() {
-        let out = GuestOutput::new(10);
+        let out = GuestOutput::new(2 * (LOG_ENTRY_BYTES + 6), 100);
         let mut stdout = out.stream(0);
         for _ in 0..100 {
             stdout.write(Bytes::from_static(b"12345\n")).unwrap();
@@ -219,8 +246,30 @@ mod tests {
         assert!(!out.log("warn", "no room left"));
         let (lines, dropped) = out.take();
         let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
-        // The budget cuts the second line short; what fits is kept.
-        assert_eq!(texts, ["12345", "1234"]);
-        assert_eq!(dropped, 600 - 10 + "no room left".len() as u64);
+        // Each line costs its text and the entry's fixed cost: two whole lines fit.
+        assert_eq!(texts, ["12345", "12345"]);
+        assert!(dropped.bytes >= 600 - 12, "{dropped:?}");
+        assert!(dropped.entries >= 1, "{dropped:?}");
+    }
+
+    #[test]
+    fn empty_entries_are_not_free() {
+        let out = GuestOutput::new(64 << 10, 1_000_000);
+        let kept = (0..100_000).filter(|_| out.log("info", "")).count();
+        // 64 KiB buys at most 1,024 entries of nothing.
+        assert_eq!(kept, (64 << 10) / LOG_ENTRY_BYTES);
+        let (lines, dropped) = out.take();
+        assert_eq!(lines.len(), kept);
+        assert_eq!(dropped.entries, 100_000 - kept as u64);
+    }
+
+    #[test]
+    fn the_entry_count_bounds_a_capture_of_short_lines() {
+        let out = GuestOutput::new(1 << 20, 10);
+        let mut stderr = out.stream(1);
+        stderr.write(Bytes::from(vec![b'\n'; 10_000])).unwrap();
+        let (lines, dropped) = out.take();
+        assert_eq!(lines.len(), 10);
+        assert_eq!(dropped.entries, 9_990);
     }
 }

@@ -33,7 +33,41 @@ pub struct Limits {
     /// get `plugin-busy`. Default 32: enough to keep two cores busy with a plugin that
     /// waits on I/O, few enough that one tenant cannot take every instance slot.
     pub max_concurrency: u32,
+    /// Log entries (log service calls and output lines) a call may leave; the rest are
+    /// dropped and counted. Each entry also costs at least [`LOG_ENTRY_BYTES`] of
+    /// `max_log_bytes`, so empty entries are not free. Default 1,000.
+    pub max_log_entries: usize,
+    /// Host resources (WASI streams and pollables, `wasi:http` header maps, requests,
+    /// bodies, …) a call may hold at once; one more traps (`plugin-memory-limit`).
+    /// Default 256: a booking that makes its eight outbound calls holds a few dozen.
+    pub max_host_resources: usize,
 }
+
+/// The least an entry of a plugin's log costs against `max_log_bytes`: the host keeps a
+/// record per entry whatever its text.
+pub const LOG_ENTRY_BYTES: usize = 64;
+
+/// How much of the answer, in the host's own form (strings at their length, every list
+/// element at its in-memory size), the host lifts out of a plugin per unit of
+/// `max_response_bytes`; the same bound holds for the arguments of any one host call.
+/// Four: JSON is more compact than the records it encodes only for lists of empty
+/// values, and an answer that needs more could not be sent anyway.
+pub const LIFT_FACTOR: usize = 4;
+
+/// Bytes of one `wasi:http` header map (wasmtime's estimate of its in-memory size).
+/// 16 KiB: a request to a customer system carries a few hundred bytes of headers.
+pub const HTTP_FIELDS_BYTES: usize = 16 << 10;
+
+/// Bytes of outgoing request bodies a call may have buffered in the host at once, over
+/// all its requests, and the most one write may add. A body streams out as the customer
+/// system reads it; only what is written ahead waits here.
+pub const HTTP_BODY_BUFFER_BYTES: usize = 1 << 20;
+pub const HTTP_BODY_CHUNK_BYTES: usize = 64 << 10;
+
+/// Component handles (resources a guest defines itself, and its handles to host ones) a
+/// call may hold at once. Each is a small host table entry; wasmtime's own default is
+/// 100,000.
+pub const COMPONENT_HANDLES: usize = 10_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -45,6 +79,8 @@ impl Default for Limits {
             max_response_bytes: 1 << 20,
             max_fuel: None,
             max_concurrency: 32,
+            max_log_entries: 1_000,
+            max_host_resources: 256,
         }
     }
 }
@@ -52,6 +88,12 @@ impl Default for Limits {
 impl Limits {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// What the host lifts out of the plugin in one go at most: its answer, or the
+    /// arguments of one host call (see [`LIFT_FACTOR`]).
+    pub fn lift_budget(&self) -> usize {
+        self.max_response_bytes.saturating_mul(LIFT_FACTOR)
     }
 }
 

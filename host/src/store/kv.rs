@@ -20,6 +20,12 @@ pub const MAX_OPERATIONS: u32 = 10_000;
 pub const MAX_WRITTEN_BYTES: usize = 4 << 20;
 /// Most keys one listing answers.
 pub const MAX_LIST: u32 = 1_000;
+/// Most bytes of reads and listings (keys and values the call saw, which the session keeps
+/// to check them at commit) in one call. A read or listing repeated is answered from what
+/// the session already holds and costs nothing more.
+pub const MAX_READ_BYTES: usize = 4 << 20;
+/// What the session's bookkeeping of one key read or listed costs on top of its bytes.
+const ENTRY_BYTES: usize = 32;
 
 /// Why a key-value operation failed; the guest sees it as `kv-error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +55,8 @@ pub struct KvSession {
     writes: BTreeMap<String, Option<Vec<u8>>>,
     operations: u32,
     written: usize,
+    /// Bytes of reads and listings held, against [`MAX_READ_BYTES`].
+    held: usize,
 }
 
 impl std::fmt::Debug for KvSession {
@@ -74,7 +82,29 @@ impl KvSession {
             writes: BTreeMap::new(),
             operations: 0,
             written: 0,
+            held: 0,
         }
+    }
+
+    /// Bytes of reads and listings the session holds.
+    pub fn read_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// Bytes of keys and values the call wrote.
+    pub fn written_bytes(&self) -> usize {
+        self.written
+    }
+
+    /// Charges `bytes` of reads or listings to the call.
+    fn hold(&mut self, bytes: usize) -> Result<(), KvError> {
+        self.held = self.held.saturating_add(bytes);
+        if self.held > MAX_READ_BYTES {
+            return Err(KvError::TooLarge(format!(
+                "more than {MAX_READ_BYTES} bytes of keys and values read in one call"
+            )));
+        }
+        Ok(())
     }
 
     fn count(&mut self) -> Result<(), KvError> {
@@ -111,6 +141,7 @@ impl KvSession {
             return Ok(seen.clone());
         }
         let value = self.store.get(&self.ns, key)?;
+        self.hold(ENTRY_BYTES + key.len() + value.as_ref().map_or(0, Vec::len))?;
         self.reads.insert(key.to_string(), value.clone());
         Ok(value)
     }
@@ -160,12 +191,26 @@ impl KvSession {
         // Enough committed keys that the call's own deletions cannot leave it short.
         let pending = u32::try_from(self.writes.len()).unwrap_or(u32::MAX);
         let fetch = limit.saturating_add(pending);
-        let committed = self.store.list(&self.ns, prefix, fetch)?;
-        self.lists.push(Listing {
-            prefix: prefix.to_string(),
-            limit: fetch,
-            keys: committed.clone(),
-        });
+        // The same listing again sees what it saw the first time (as a key read again
+        // does), and the session keeps it once.
+        let seen = self
+            .lists
+            .iter()
+            .find(|l| l.prefix == prefix && l.limit == fetch);
+        let committed = match seen {
+            Some(listing) => listing.keys.clone(),
+            None => {
+                let keys = self.store.list(&self.ns, prefix, fetch)?;
+                let bytes = keys.iter().map(|k| ENTRY_BYTES + k.len()).sum::<usize>();
+                self.hold(ENTRY_BYTES + prefix.len() + bytes)?;
+                self.lists.push(Listing {
+                    prefix: prefix.to_string(),
+                    limit: fetch,
+                    keys: keys.clone(),
+                });
+                keys
+            }
+        };
         let mut keys: std::collections::BTreeSet<String> = committed.into_iter().collect();
         for (key, value) in self.writes.range(prefix.to_string()..) {
             if !key.starts_with(prefix) {
@@ -286,6 +331,37 @@ mod tests {
         let mut rerun = KvSession::new(s.clone(), "p", true);
         assert_eq!(rerun.increment("seq", 1).unwrap(), 2);
         assert_eq!(s.commit(rerun.into_batch(None)).unwrap(), Commit::Done);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn repeated_listings_are_held_once_and_reads_are_bounded() {
+        let (s, dir) = store("held");
+        let mut setup = KvSession::new(s.clone(), "p", true);
+        for i in 0..1_000 {
+            setup
+                .set(&format!("{i:04}{}", "k".repeat(500)), b"v".to_vec())
+                .unwrap();
+        }
+        assert_eq!(s.commit(setup.into_batch(None)).unwrap(), Commit::Done);
+        let mut kv = KvSession::new(s.clone(), "p", false);
+        let first = kv.list("", 1_000).unwrap();
+        let held = kv.read_bytes();
+        assert!(held > 500_000, "{held}");
+        for _ in 0..1_000 {
+            assert_eq!(kv.list("", 1_000).unwrap(), first);
+        }
+        assert_eq!(kv.read_bytes(), held);
+        // Distinct listings are charged until the budget runs out.
+        let mut refused = None;
+        for limit in (1..=1_000).rev() {
+            if let Err(e) = kv.list("", limit) {
+                refused = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(refused, Some(KvError::TooLarge(_))), "{refused:?}");
+        assert!(kv.read_bytes() <= MAX_READ_BYTES + 600_000);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

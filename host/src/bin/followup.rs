@@ -7,13 +7,7 @@ use followup_host::cli::{self, Cli};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    followup_host::logging::init("info,wasmtime=warn,cranelift=warn");
     let cli = Cli::parse();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,5 +1,6 @@
 //! Limits on what a request may carry, checked before any work is done on it: header
-//! count and size, slow clients, JSON nesting depth and string length.
+//! count and size, slow clients, JSON nesting depth and string length; and the bounds on
+//! what the host reads of a body it refused unread (see [`DRAIN_MAX_BYTES`]).
 
 use crate::contract::Problem;
 use crate::error::{ApiError, ErrorKind};
@@ -39,6 +40,24 @@ impl Default for InputLimits {
     }
 }
 
+/// The most the host reads and discards of the body of a request it refused before
+/// reading it (a 401, 404, 415, …), so that the connection can carry the client's next
+/// request. A body announced or found larger is not read: the answer says
+/// `Connection: close` instead. 64 KiB is many Book Jobs and a few milliseconds of reading.
+pub const DRAIN_MAX_BYTES: u64 = 64 << 10;
+
+/// The longest the host waits for such a body, unless `body_timeout_ms` is shorter. A
+/// client sending a refused request cannot hold its connection longer than this: the
+/// answer then says `Connection: close`.
+pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(1);
+
+/// The most the host reads of a body it stopped reading (over `max_body_bytes`, too slow,
+/// or too large to drain) while its answer, which closes the connection, goes out. Closing
+/// a socket with unread data makes the kernel answer with a reset, which can destroy the
+/// answer before the client has read it; reading on for a moment gives the answer time to
+/// arrive. Bounded in time by [`InputLimits::drain_timeout`].
+pub const LINGER_MAX_BYTES: u64 = 1 << 20;
+
 impl InputLimits {
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout_ms)
@@ -46,6 +65,12 @@ impl InputLimits {
 
     pub fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// How long the host waits for the rest of a body it will not use (see
+    /// [`DRAIN_MAX_TIME`]).
+    pub fn drain_timeout(&self) -> Duration {
+        self.body_timeout().min(DRAIN_MAX_TIME)
     }
 
     /// Refuses requests with too many or too large headers.
@@ -283,6 +308,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_refused_body_is_awaited_at_most_a_second_and_never_longer_than_the_body_timeout() {
+        assert_eq!(InputLimits::default().drain_timeout(), DRAIN_MAX_TIME);
+        let quick = InputLimits {
+            body_timeout_ms: 300,
+            ..InputLimits::default()
+        };
+        assert_eq!(quick.drain_timeout(), Duration::from_millis(300));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Route templates (`/workorders/{0}/followup`) and the table that matches request paths
-//! against them. `{0}` is the WorkOrderID: one whole path segment, percent-decoded.
+//! against them. `{0}` is the WorkOrderID: one whole path segment, percent-decoded, and
+//! refused when it is empty, not UTF-8 or holds a control character.
 
 use super::auth::TokenPolicy;
 use anyhow::bail;
@@ -93,8 +94,18 @@ impl Template {
             return Some(Ok(None));
         };
         Some(match percent_decode_str(raw).decode_utf8() {
-            Ok(id) if id.trim().is_empty() => Err("the WorkOrderID in the path is empty".into()),
-            Ok(id) => Ok(Some(id.into_owned())),
+            // The ID reaches plugins, and through them log lines and the URLs, headers and
+            // bodies sent to customers' systems: a line feed or a NUL in it could forge a log
+            // line or a header there, or end the ID early.
+            Ok(id) => match id.chars().find(|c| c.is_control()) {
+                Some(c) => Err(format!(
+                    "the WorkOrderID in the path contains the control character U+{:04X}; \
+                     only printable characters are allowed",
+                    u32::from(c)
+                )),
+                None if id.trim().is_empty() => Err("the WorkOrderID in the path is empty".into()),
+                None => Ok(Some(id.into_owned())),
+            },
             Err(_) => Err("the WorkOrderID in the path is not UTF-8 once percent-decoded".into()),
         })
     }
@@ -232,6 +243,41 @@ mod tests {
         assert!(
             matches!(t.find("/workorders/%FF/followup"), Matched::BadId(_, r) if r.contains("UTF-8"))
         );
+    }
+
+    #[test]
+    fn ids_with_control_characters_are_reported() {
+        let t = table();
+        // C0 controls, DEL, and the C1 controls (U+0080..U+009F, `%C2%85` is NEL).
+        for (id, code) in [
+            ("A%00B", "U+0000"),
+            ("A%0AB", "U+000A"),
+            ("%0D%0A", "U+000D"),
+            ("A%1F", "U+001F"),
+            ("A%7FB", "U+007F"),
+            ("A%C2%85B", "U+0085"),
+        ] {
+            match t.find(&format!("/workorders/{id}/followup")) {
+                Matched::BadId(r, reason) => {
+                    assert_eq!(r.name, "f");
+                    assert!(reason.contains("control character"), "{id}: {reason}");
+                    assert!(reason.contains(code), "{id}: {reason}");
+                }
+                other => panic!("{id}: unexpected {other:?}"),
+            }
+        }
+        // Printable punctuation, spaces inside and non-ASCII letters stay allowed.
+        for (id, decoded) in [
+            ("A%20B", "A B"),
+            ("%C3%89T%C3%89-1", "ÉTÉ-1"),
+            ("A~B", "A~B"),
+        ] {
+            assert!(
+                matches!(t.find(&format!("/workorders/{id}/followup")),
+                    Matched::Route(_, Some(got)) if got == decoded),
+                "{id}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 use crate::metrics::escape;
 use crate::plugin::history::Trigger;
+use crate::plugin::loader::MAX_REASON_BYTES;
+use crate::text::one_line;
 use crate::{App, DeployError};
 use axum::Router;
 use axum::body::Bytes;
@@ -103,6 +105,9 @@ fn unauthorised(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
+/// Ready while every route has a plugin. A plugin serving a kept version because its
+/// configured file was refused at start still serves, so it does not make the host unready;
+/// it is listed under `degraded` for whoever watches readiness.
 async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
     let missing: Vec<&str> = admin
         .app
@@ -112,12 +117,28 @@ async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
         .filter(|r| admin.app.plugin(&r.plugin).is_none())
         .map(|r| r.name.as_str())
         .collect();
+    let degraded: Vec<_> = admin
+        .app
+        .degraded()
+        .iter()
+        .map(|d| {
+            json!({
+                "plugin": d.plugin,
+                "version": d.version,
+                "refused_file": d.file.display().to_string(),
+                "reason": d.reason,
+            })
+        })
+        .collect();
     if missing.is_empty() {
-        answer(StatusCode::OK, json!({ "ready": true }))
+        answer(
+            StatusCode::OK,
+            json!({ "ready": true, "degraded": degraded }),
+        )
     } else {
         answer(
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "ready": false, "routes_without_plugin": missing }),
+            json!({ "ready": false, "routes_without_plugin": missing, "degraded": degraded }),
         )
     }
 }
@@ -126,6 +147,7 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
     if let Some(r) = unauthorised(&admin, &headers) {
         return r;
     }
+    let degraded = admin.app.degraded();
     let plugins: Vec<_> = admin
         .app
         .plugins
@@ -141,6 +163,11 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
                 .filter(|s| s.hash != p.hash)
                 .map(|s| json!({ "version": format!("sha256:{}", &s.hash[..12]), "served_by": s.how.label(), "at": s.at }))
                 .collect();
+            // Set while the version serving is a fallback for a configured file refused at
+            // start; null otherwise.
+            let fallback = degraded.iter().find(|d| d.plugin == p.ident.name).map(|d| {
+                json!({ "refused_file": d.file.display().to_string(), "reason": d.reason })
+            });
             json!({
                 "name": p.ident.name,
                 "version": p.ident.version,
@@ -148,6 +175,7 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
                 "book": p.book.is_some(),
                 "search": p.search.is_some(),
                 "rollback_to": kept,
+                "degraded": fallback,
             })
         })
         .collect();
@@ -192,20 +220,23 @@ async fn rollback(
     swap_answer(admin.app.rollback(&name, &version).await)
 }
 
-/// The version now serving, or why nothing changed.
+/// The version now serving, or why nothing changed as one line of at most
+/// [`MAX_REASON_BYTES`]: a refusal can carry the candidate's own text (a sample's failure
+/// quotes the plugin's answer).
 fn swap_answer(outcome: Result<Arc<crate::plugin::PluginIdent>, DeployError>) -> Response {
+    let reason = |e: DeployError| one_line(&e.to_string(), MAX_REASON_BYTES);
     match outcome {
         Ok(ident) => answer(
             StatusCode::OK,
             json!({ "name": ident.name, "version": ident.version }),
         ),
         Err(e @ (DeployError::UnknownVersion(..) | DeployError::UnknownPlugin(_))) => {
-            refused(StatusCode::NOT_FOUND, "not-found", e.to_string())
+            refused(StatusCode::NOT_FOUND, "not-found", reason(e))
         }
         Err(e) => refused(
             StatusCode::UNPROCESSABLE_ENTITY,
             "deploy-refused",
-            e.to_string(),
+            reason(e),
         ),
     }
 }
@@ -227,6 +258,18 @@ async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Respons
             "followup_plugin_serving{{plugin=\"{}\",version=\"{}\"}} 1\n",
             escape(&ident.name),
             escape(&ident.version)
+        ));
+    }
+    text.push_str(
+        "# HELP followup_plugin_degraded Plugins serving a kept version because their \
+         configured file was refused at start (1 each).\n\
+         # TYPE followup_plugin_degraded gauge\n",
+    );
+    for d in app.degraded() {
+        text.push_str(&format!(
+            "followup_plugin_degraded{{plugin=\"{}\",version=\"{}\"}} 1\n",
+            escape(&d.plugin),
+            escape(&d.version)
         ));
     }
     text.push_str(

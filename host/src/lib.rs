@@ -8,12 +8,14 @@
 //! - [`config`]: the TOML configuration and its defaults;
 //! - [`http`]: the HTTP surface (routes, token check, request handling);
 //! - [`files`]: files written whole or not at all;
+//! - [`logging`]: the host's log, which plugins cannot forge;
 //! - [`error`]: the Standard Response Object and the one status mapping;
 //! - [`metrics`]: failure counters per plugin version and error type;
 //! - [`contract`]: the contract's records and their JSON mapping (shared with the SDK);
 //! - [`plugin`]: loading and checking components;
 //! - [`runtime`]: the engine, the sandbox and one plugin call;
 //! - [`store`]: plugins' key-value data and the idempotency journal (SQLite);
+//! - [`text`]: bounding and escaping text from plugins and clients;
 //! - [`watch`]: watching plugin files for new versions;
 //! - [`cli`]: the `followup` command line.
 
@@ -25,11 +27,13 @@ pub mod contract;
 pub mod error;
 pub mod files;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod plugin;
 pub mod runtime;
 pub mod scaffold;
 pub mod store;
+pub mod text;
 pub mod watch;
 
 use crate::config::Config;
@@ -61,6 +65,8 @@ pub struct App {
     pub history: History,
     /// Serialises swaps, so that the registry and the history agree.
     swapping: Mutex<()>,
+    /// Plugins serving a kept version because their configured file was refused at start.
+    degraded: Mutex<BTreeMap<String, plugin::Degraded>>,
     /// Plugins' key-value data and the idempotency journal.
     pub store: store::SharedStore,
     /// Bookings running now, by idempotency key.
@@ -99,12 +105,14 @@ impl App {
         App::with_runtime(config, runtime)
     }
 
-    /// Loads every plugin and route of `config` into an existing runtime. Refuses to start
-    /// when a plugin does not load or cannot serve the kind of route that names it.
+    /// Loads every plugin and route of `config` into an existing runtime.
     ///
     /// Each plugin serves the file its manifest names, unless the versions directory says
     /// a deploy or rollback replaced that very file before a restart (see
-    /// [`plugin::history`]).
+    /// [`plugin::history`]). A configured file that cannot be read, fails the loader or
+    /// cannot serve the plugin's routes is never trusted: the newest kept version that can
+    /// serves instead, and the plugin is reported as [degraded](App::degraded). Refuses to
+    /// start only when a plugin has no version that can serve.
     pub fn with_runtime(config: &Config, runtime: Arc<PluginRuntime>) -> anyhow::Result<App> {
         if config.runtime != *runtime.config() {
             bail!("the config's [runtime] settings differ from those the runtime was built with");
@@ -121,8 +129,16 @@ impl App {
         };
         let mut plugins = HashMap::new();
         let mut samples = HashMap::new();
+        let mut degraded = BTreeMap::new();
         for (name, manifest) in &config.plugins {
-            let loaded = load_configured(&runtime, &history, name, manifest)?;
+            let routes: Vec<(&str, RouteKind)> = config
+                .routes
+                .iter()
+                .filter(|r| r.plugin == *name)
+                .map(|r| (r.path.as_str(), r.kind))
+                .collect();
+            let start = load_configured(&runtime, &history, name, manifest, &routes)?;
+            let loaded = start.loaded;
             tracing::info!(
                 plugin = %loaded.ident,
                 wit = loaded.wit_version,
@@ -130,6 +146,9 @@ impl App {
                 search = loaded.search.is_some(),
                 "plugin loaded"
             );
+            if let Some(note) = start.degraded {
+                degraded.insert(name.clone(), note);
+            }
             plugins.insert(name.clone(), Arc::new(loaded));
             samples.insert(name.clone(), read_samples(name, manifest)?);
         }
@@ -145,6 +164,18 @@ impl App {
                     .with_context(|| format!("route {}", r.path))?,
             );
         }
+        // Only now that the host will start: a version that never served is not recorded.
+        // A fallback is not recorded either; it is no deliberate act, and the journal's
+        // last line stays the one that decides what serves at the next start.
+        for (name, loaded) in &plugins {
+            if degraded.contains_key(name) {
+                continue;
+            }
+            if let Err(e) = history.record_start(name, &loaded.hash, &loaded.bytes) {
+                // The host still serves; what it costs is the fallback at a later start.
+                tracing::error!(plugin = %loaded.ident, "cannot record the version in the versions directory: {e}");
+            }
+        }
         Ok(App {
             runtime,
             routes: RouteTable::new(routes),
@@ -153,6 +184,7 @@ impl App {
             samples,
             history,
             swapping: Mutex::default(),
+            degraded: Mutex::new(degraded),
             store,
             in_flight: http::journal::InFlight::default(),
             namespaces: http::journal::Namespaces::new(config.plugins.keys()),
@@ -208,6 +240,17 @@ impl App {
         self.plugins.get(name)
     }
 
+    /// The plugins serving a kept version because their configured file was refused at
+    /// start, by name; a successful deploy or rollback of a plugin removes its note.
+    pub fn degraded(&self) -> Vec<plugin::Degraded> {
+        self.degraded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Every plugin name with the file its manifest names.
     pub fn plugin_files(&self) -> Vec<(String, PathBuf)> {
         self.manifests
@@ -232,7 +275,13 @@ impl App {
     ) -> Result<Arc<PluginIdent>, DeployError> {
         let outcome = self.admit(name, bytes, trigger).await;
         match &outcome {
-            Ok(ident) => tracing::info!(plugin = %ident, trigger = trigger.label(), "serving"),
+            Ok(ident) => {
+                tracing::info!(plugin = %ident, trigger = trigger.label(), "serving");
+                let mut degraded = self.degraded.lock().unwrap_or_else(PoisonError::into_inner);
+                if degraded.remove(name).is_some() {
+                    tracing::info!(plugin = %ident, "no longer serving a fallback for a refused file");
+                }
+            }
             Err(e @ DeployError::UnknownPlugin(_)) => {
                 tracing::warn!(trigger = trigger.label(), "refused: {e}");
             }
@@ -375,43 +424,125 @@ impl App {
     }
 }
 
+/// The version a plugin serves at start.
+struct Start {
+    loaded: LoadedPlugin,
+    /// Set when the configured file was refused and a kept version serves instead.
+    degraded: Option<plugin::Degraded>,
+}
+
 /// Loads the version plugin `name` serves at start: its configured file, or the version
-/// that replaced that file before a restart.
+/// that replaced that file before a restart; when the file is refused, the newest kept
+/// version that passes the same checks. Each must load and export what the plugin's
+/// `routes` (path and kind) need.
 fn load_configured(
     runtime: &PluginRuntime,
     history: &History,
     name: &str,
     manifest: &plugin::manifest::PluginManifest,
-) -> anyhow::Result<LoadedPlugin> {
-    let bytes =
-        std::fs::read(&manifest.path).map_err(|source| plugin::loader::LoadError::Read {
+    routes: &[(&str, RouteKind)],
+) -> anyhow::Result<Start> {
+    let candidate = |bytes: Arc<[u8]>, hash: String| -> anyhow::Result<LoadedPlugin> {
+        let loaded = plugin::loader::load_hashed(runtime, name, manifest, bytes, hash)?;
+        for (route, kind) in routes {
+            check_serves(&loaded, route, *kind)?;
+        }
+        Ok(loaded)
+    };
+    // Versions found not to serve, so that the fallback does not load them again.
+    let mut tried: Vec<String> = Vec::new();
+    let refusal = match std::fs::read(&manifest.path) {
+        Err(source) => anyhow::Error::from(plugin::loader::LoadError::Read {
             name: name.to_string(),
             path: manifest.path.display().to_string(),
             source,
-        })?;
-    let hash = plugin::loader::content_hash(&bytes);
-    if let Some((kept_hash, kept)) = history.resume(name, &hash) {
-        let version = kept_hash[..12].to_string();
-        match plugin::loader::load_hashed(runtime, name, manifest, kept, kept_hash) {
+        }),
+        Ok(bytes) => {
+            let hash = plugin::loader::content_hash(&bytes);
+            if let Some((kept_hash, kept)) = history.resume(name, &hash) {
+                let version = kept_hash[..12].to_string();
+                match candidate(kept, kept_hash.clone()) {
+                    Ok(loaded) => {
+                        tracing::info!(plugin = %loaded.ident, "serving the version deployed before the restart");
+                        return Ok(Start {
+                            loaded,
+                            degraded: None,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            plugin = name,
+                            version,
+                            "the version deployed before the restart does not load ({e}); serving {}",
+                            manifest.path.display()
+                        );
+                        tried.push(kept_hash);
+                    }
+                }
+            }
+            tried.push(hash.clone());
+            match candidate(Arc::from(bytes), hash) {
+                Ok(loaded) => {
+                    return Ok(Start {
+                        loaded,
+                        degraded: None,
+                    });
+                }
+                Err(e) => e,
+            }
+        }
+    };
+    let reason = text::one_line(&refusal.to_string(), plugin::loader::MAX_REASON_BYTES);
+    // A refused file is a refused candidate, whether it was published while the host ran
+    // (and refused by the watcher) or while it was down: the newest kept version that
+    // serves takes its place, as it would have kept serving without the restart.
+    let kept = history.kept(name);
+    for served in &kept {
+        if tried.contains(&served.hash) {
+            continue;
+        }
+        tried.push(served.hash.clone());
+        // `None`: damaged, and already logged as such.
+        let Some(bytes) = history.component(name, &served.hash) else {
+            continue;
+        };
+        match candidate(bytes, served.hash.clone()) {
             Ok(loaded) => {
-                tracing::info!(plugin = %loaded.ident, "serving the version deployed before the restart");
-                return Ok(loaded);
+                tracing::error!(
+                    plugin = name,
+                    refused = %manifest.path.display(),
+                    reason,
+                    serving = loaded.ident.version,
+                    "configured plugin file refused at start; serving the newest kept version that loads instead"
+                );
+                let degraded = plugin::Degraded {
+                    plugin: name.to_string(),
+                    version: loaded.ident.version.clone(),
+                    file: manifest.path.clone(),
+                    reason,
+                };
+                return Ok(Start {
+                    loaded,
+                    degraded: Some(degraded),
+                });
             }
             Err(e) => tracing::warn!(
                 plugin = name,
-                version,
-                "the version deployed before the restart does not load ({e}); serving {}",
-                manifest.path.display()
+                version = &served.hash[..12],
+                "kept version cannot serve either: {e}"
             ),
         }
     }
-    Ok(plugin::loader::load_hashed(
-        runtime,
-        name,
-        manifest,
-        Arc::from(bytes),
-        hash,
-    )?)
+    bail!(
+        "plugin {name}: the configured file {} is refused ({reason}), and no kept version \
+         can serve instead ({})",
+        manifest.path.display(),
+        match kept.len() {
+            0 => "none is kept".to_string(),
+            1 => "the one kept does not".to_string(),
+            n => format!("none of the {n} kept does"),
+        }
+    )
 }
 
 /// Reads and checks the sample requests of plugin `name`: each must be a Book Job.

@@ -2,18 +2,20 @@
 //! health and metrics.
 
 use crate::support::{Server, example};
+use followup_host::plugin::loader::MAX_REASON_BYTES;
 use followup_tests::guests;
 use serde_json::Value;
 
-const TOKEN: &str = "admin-t0ken-for-tests";
+pub(crate) const TOKEN: &str = "admin-t0ken-for-tests";
 
-struct Admin {
+/// The admin API of a test server, on its own listener.
+pub(crate) struct Admin {
     base: String,
     client: reqwest::Client,
 }
 
 impl Admin {
-    async fn start(server: &Server) -> Admin {
+    pub(crate) async fn start(server: &Server) -> Admin {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let router = followup_host::admin::router(server.app.clone(), TOKEN.into());
@@ -24,7 +26,12 @@ impl Admin {
         }
     }
 
-    async fn call(&self, post: Option<Vec<u8>>, path: &str, token: Option<&str>) -> (u16, String) {
+    pub(crate) async fn call(
+        &self,
+        post: Option<Vec<u8>>,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, String) {
         let url = format!("{}{path}", self.base);
         let mut request = match post {
             Some(body) => self.client.post(url).body(body),
@@ -41,7 +48,7 @@ impl Admin {
 
 impl Admin {
     /// The entry of plugin `name` in `GET /plugins`.
-    async fn listed(&self, name: &str) -> Value {
+    pub(crate) async fn listed(&self, name: &str) -> Value {
         let (status, text) = self.call(None, "/plugins", Some(TOKEN)).await;
         assert_eq!(status, 200, "{text}");
         let listed: Value = serde_json::from_str(&text).unwrap();
@@ -223,5 +230,56 @@ async fn the_admin_api_lists_deploys_rolls_back_and_reports() {
             " 1"
         ),
         "{text}"
+    );
+}
+
+/// `len` bytes that no parser mistakes for WebAssembly (xorshift, fixed seed).
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_refused_upload_is_answered_with_one_bounded_line() {
+    let server = Server::start().await;
+    let admin = Admin::start(&server).await;
+    let echo = std::fs::read(guests::ECHO).unwrap();
+    let cases = [
+        // wasmparser writes the magic bytes it expected and found over several lines.
+        ("a few MB of random bytes", random_bytes(3 << 20)),
+        ("a truncated component", echo[..echo.len() / 3].to_vec()),
+        ("a core module", b"\0asm\x01\0\0\0".to_vec()),
+    ];
+    for (case, bytes) in cases {
+        let (status, text) = admin.call(Some(bytes), "/plugins/echo", Some(TOKEN)).await;
+        assert_eq!(status, 422, "{case}: {text}");
+        let detail = serde_json::from_str::<Value>(&text).unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            detail.contains("not a WebAssembly component"),
+            "{case}: {detail}"
+        );
+        assert!(!detail.contains(['\n', '\r']), "{case}: {detail}");
+        assert!(
+            detail.len() <= MAX_REASON_BYTES,
+            "{case}: {} bytes",
+            detail.len()
+        );
+    }
+    assert_eq!(
+        server
+            .app
+            .metrics
+            .rejected_count("echo", followup_host::plugin::history::Trigger::Api),
+        3
     );
 }

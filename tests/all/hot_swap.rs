@@ -1,11 +1,15 @@
 //! Swapping the version behind a plugin name while requests are in flight: through the
 //! API and through the watched file, the admission gate, rollback, restarts and shutdown.
 
-use crate::support::{Server, app, example, temp_dir, test_config};
+use crate::admin::{Admin, TOKEN};
+use crate::support::{Server, app, example, runtime, shared_runtime_config, temp_dir, test_config};
+use followup_host::App;
+use followup_host::config::Config;
 use followup_host::plugin::history::Trigger;
 use followup_host::plugin::loader;
 use followup_host::watch;
 use followup_tests::{component, guests};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -300,6 +304,175 @@ async fn deployed_versions_and_rollback_targets_survive_a_restart() {
     assert_ne!(v3, v1);
     assert_ne!(v3, v2);
     assert_eq!(fourth.rollback("kept", &v2.version).await.unwrap(), v2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A plugin `fallback` served from `file`, with its versions kept in `dir/versions`.
+fn fallback_config(dir: &Path, file: &Path) -> Config {
+    let extra = format!(
+        "[plugins.fallback]\npath = {file:?}\n\
+         [[routes]]\npath = \"/fallback/{{0}}\"\nkind = \"book-job\"\nplugin = \"fallback\"\n"
+    );
+    let mut config = test_config(&extra);
+    config.versions_dir = dir.join("versions");
+    config
+}
+
+/// Starts the app of `config` on the shared runtime; the error is the host's refusal.
+async fn try_app(mut config: Config) -> anyhow::Result<App> {
+    config.runtime = shared_runtime_config();
+    tokio::task::spawn_blocking(move || App::with_runtime(&config, runtime()))
+        .await
+        .unwrap()
+}
+
+/// The first third of the echo guest: what a copy cut short leaves.
+fn truncated() -> Vec<u8> {
+    let echo = std::fs::read(guests::ECHO).unwrap();
+    echo[..echo.len() / 3].to_vec()
+}
+
+#[tokio::test]
+async fn a_file_refused_by_the_watcher_does_not_stop_the_restart_which_serves_the_kept_version() {
+    let dir = temp_dir("refused-restart");
+    let file = dir.join("echo.wasm");
+    std::fs::copy(guests::ECHO, &file).unwrap();
+    let body = example("book-job.minimal.json");
+
+    let first = Server::serving(app(fallback_config(&dir, &file)).await).await;
+    let v1 = first.app.plugin("fallback").unwrap().ident.clone();
+    let watcher = watch::watch(first.app.clone(), Duration::from_millis(5)).unwrap();
+    let staged = dir.join(".echo.wasm.tmp");
+    std::fs::write(&staged, truncated()).unwrap();
+    std::fs::rename(&staged, &file).unwrap();
+    eventually("the truncated file is refused", || {
+        first.app.metrics.rejected_count("fallback", Trigger::File) == 1
+    })
+    .await;
+    assert_eq!(
+        first.post("/fallback/WO-1", &body).await.plugin,
+        v1.to_string()
+    );
+    drop(watcher);
+    drop(first);
+
+    // The restart finds the refused file where the config points.
+    let second = Server::serving(app(fallback_config(&dir, &file)).await).await;
+    let answer = second.post("/fallback/WO-2", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.plugin, v1.to_string());
+
+    // Ready (it serves), with the fallback and its reason named.
+    let admin = Admin::start(&second).await;
+    let (status, text) = admin.call(None, "/readyz", None).await;
+    assert_eq!(status, 200, "{text}");
+    let ready: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(ready["ready"], true, "{text}");
+    let degraded = ready["degraded"].as_array().unwrap();
+    assert_eq!(degraded.len(), 1, "{text}");
+    assert_eq!(degraded[0]["plugin"], "fallback", "{text}");
+    assert_eq!(degraded[0]["version"], v1.version.as_str(), "{text}");
+    assert_eq!(
+        degraded[0]["refused_file"],
+        file.display().to_string(),
+        "{text}"
+    );
+    let reason = degraded[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("not a WebAssembly component"), "{reason}");
+
+    let listed = admin.listed("fallback").await;
+    assert_eq!(listed["version"], v1.version.as_str(), "{listed}");
+    assert_eq!(listed["degraded"]["reason"], reason, "{listed}");
+    assert_eq!(
+        listed["degraded"]["refused_file"],
+        file.display().to_string()
+    );
+    assert!(admin.listed("echo").await["degraded"].is_null());
+    let (_, metrics) = admin.call(None, "/metrics", Some(TOKEN)).await;
+    let gauge = format!(
+        "followup_plugin_degraded{{plugin=\"fallback\",version=\"{}\"}} 1",
+        v1.version
+    );
+    assert!(metrics.lines().any(|l| l == gauge), "{metrics}");
+
+    // A deliberate deploy clears the note.
+    let v2 = second
+        .app
+        .deploy("fallback", rebuilt(&read(guests::ECHO), "v2"), Trigger::Api)
+        .await
+        .unwrap();
+    assert_eq!(
+        second.post("/fallback/WO-3", &body).await.plugin,
+        v2.to_string()
+    );
+    let (_, text) = admin.call(None, "/readyz", None).await;
+    let ready: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(ready["degraded"].as_array().unwrap().len(), 0, "{text}");
+    assert!(admin.listed("fallback").await["degraded"].is_null());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_host_that_only_served_its_configured_file_still_serves_it_when_the_file_breaks() {
+    let dir = temp_dir("refused-never-swapped");
+    let file = dir.join("echo.wasm");
+    std::fs::copy(guests::ECHO, &file).unwrap();
+    let first = app(fallback_config(&dir, &file)).await;
+    let v1 = first.plugin("fallback").unwrap().ident.clone();
+    drop(first);
+
+    // Broken while the host was down.
+    std::fs::write(&file, truncated()).unwrap();
+    let second = Server::serving(app(fallback_config(&dir, &file)).await).await;
+    let answer = second
+        .post("/fallback/WO-1", &example("book-job.minimal.json"))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.plugin, v1.to_string());
+    let degraded = second.app.degraded();
+    assert_eq!(degraded.len(), 1, "{degraded:?}");
+    assert_eq!(degraded[0].version, v1.version);
+    assert_eq!(degraded[0].file, file);
+    assert!(
+        degraded[0].reason.contains("not a WebAssembly component"),
+        "{degraded:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn without_a_kept_version_that_loads_a_refused_file_stops_the_start_and_says_why() {
+    let dir = temp_dir("refused-nothing-kept");
+    let file = dir.join("echo.wasm");
+    let refusal = |e: anyhow::Error| {
+        let message = format!("{e:#}");
+        assert!(message.contains(&file.display().to_string()), "{message}");
+        assert!(message.contains("no kept version"), "{message}");
+        message
+    };
+
+    // A fresh versions directory: nothing to fall back on.
+    std::fs::write(&file, truncated()).unwrap();
+    let err = try_app(fallback_config(&dir, &file)).await.unwrap_err();
+    let message = refusal(err);
+    assert!(message.contains("not a WebAssembly component"), "{message}");
+    assert!(message.contains("none is kept"), "{message}");
+
+    // A missing file is refused the same way.
+    std::fs::remove_file(&file).unwrap();
+    let message = refusal(try_app(fallback_config(&dir, &file)).await.unwrap_err());
+    assert!(message.contains("cannot read"), "{message}");
+
+    // The one kept version is damaged: it is not trusted either.
+    std::fs::copy(guests::ECHO, &file).unwrap();
+    let first = app(fallback_config(&dir, &file)).await;
+    let hash = first.plugin("fallback").unwrap().hash.clone();
+    drop(first);
+    let kept = dir.join("versions/fallback").join(format!("{hash}.wasm"));
+    std::fs::write(&kept, b"damaged").unwrap();
+    std::fs::write(&file, truncated()).unwrap();
+    let message = refusal(try_app(fallback_config(&dir, &file)).await.unwrap_err());
+    assert!(message.contains("the one kept does not"), "{message}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

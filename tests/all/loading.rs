@@ -59,6 +59,32 @@ fn garbage_and_core_modules_are_not_components() {
 }
 
 #[test]
+fn a_candidate_cannot_make_its_refusal_long_or_multi_line() {
+    // Its own version stamp, over many lines and far longer than any reason may be.
+    let bytes = std::fs::read(guests::ECHO).unwrap();
+    let stamp = format!("9.0.0\n{}", "forged log line\n".repeat(100_000));
+    let stamped = component::with_custom_section(&bytes, loader::VERSION_SECTION, stamp.as_bytes());
+    // Bad magic: the bytes expected and found are written over several lines.
+    let garbage = b"garbage, and then some more of it".repeat(100_000);
+    for (case, bytes) in [("stamp", &stamped[..]), ("garbage", &garbage[..])] {
+        let text = load(bytes).unwrap_err().to_string();
+        assert!(!text.contains(['\n', '\r']), "{case}: {text}");
+        assert!(
+            text.len() <= loader::MAX_REASON_BYTES,
+            "{case}: {}",
+            text.len()
+        );
+        assert!(
+            text.starts_with("plugin candidate@sha256:"),
+            "{case}: {text}"
+        );
+    }
+    let text = load(&stamped).unwrap_err().to_string();
+    assert!(text.contains("9.0.0\\nforged log line\\n"), "{text}");
+    assert!(text.ends_with('…'), "{text}");
+}
+
+#[test]
 fn a_route_needs_a_plugin_that_exports_its_interface() {
     let text = config_text("")
         + &format!(

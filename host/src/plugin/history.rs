@@ -12,7 +12,11 @@
 //! is unchanged since the journal last recorded it and a later deploy or rollback replaced
 //! it, in which case that later version serves again. The newest deliberate act wins: a
 //! version deployed through the API survives a restart, and a file replaced while the host
-//! was down is served.
+//! was down is served. The configured file is recorded (`config`) as soon as it serves
+//! from start, so even a host that never swapped keeps a version to fall back on: when the
+//! configured file is refused at a later start, the newest kept version that loads serves
+//! instead ([`History::kept`], [`History::component`]; see `App::with_runtime`). Such a
+//! fallback is not recorded, since no one chose it.
 //!
 //! Without a directory the same bookkeeping lives in memory only.
 
@@ -142,41 +146,74 @@ impl History {
         next: (&str, &Arc<[u8]>),
         how: Trigger,
     ) -> std::io::Result<()> {
+        self.append(name, Some(previous), next, how)
+    }
+
+    /// Records that the configured file (SHA-256 `hash`) serves `name` from start, unless
+    /// the journal's last line already names it. Its bytes are kept from then on, so a host
+    /// that never swapped still has a version to fall back on when its file is refused at
+    /// a later start.
+    pub fn record_start(&self, name: &str, hash: &str, bytes: &Arc<[u8]>) -> std::io::Result<()> {
+        self.append(name, None, (hash, bytes), Trigger::Config)
+    }
+
+    fn append(
+        &self,
+        name: &str,
+        previous: Option<(&str, &Arc<[u8]>)>,
+        next: (&str, &Arc<[u8]>),
+        how: Trigger,
+    ) -> std::io::Result<()> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let dir = self.dir.as_ref().map(|d| d.join(name));
         self.with(name, |plugin| {
+            let last = plugin.journal.last().map(|s| s.hash.clone());
             let mut lines = Vec::new();
-            // A version served from the config file since start has no line yet.
-            if plugin.journal.last().map(|s| s.hash.as_str()) != Some(previous.0) {
+            // A version serving without a line of its own: one that came back from the
+            // versions directory because the configured file was refused at start, or whose
+            // line could not be written then.
+            if let Some(previous) = previous
+                && last.as_deref() != Some(previous.0)
+            {
                 lines.push(Served {
                     at: now,
                     hash: previous.0.to_string(),
                     how: Trigger::Config,
                 });
             }
-            lines.push(Served {
-                at: now,
-                hash: next.0.to_string(),
-                how,
-            });
+            if previous.is_some() || last.as_deref() != Some(next.0) {
+                lines.push(Served {
+                    at: now,
+                    hash: next.0.to_string(),
+                    how,
+                });
+            }
+            // Components are written even when the journal already names them, so that a
+            // kept copy removed by hand comes back.
+            let components = previous.into_iter().chain([next]);
             match &dir {
                 Some(dir) => {
                     std::fs::create_dir_all(dir)?;
-                    for (hash, bytes) in [previous, next] {
+                    for (hash, bytes) in components {
                         let path = dir.join(format!("{hash}.wasm"));
                         if !path.exists() {
                             write_atomically(&path, bytes)?;
                         }
                     }
-                    append_journal(&dir.join("served"), &lines)?;
+                    if !lines.is_empty() {
+                        append_journal(&dir.join("served"), &lines)?;
+                    }
                 }
                 None => {
-                    for (hash, bytes) in [previous, next] {
+                    for (hash, bytes) in components {
                         plugin.bytes.insert(hash.to_string(), bytes.clone());
                     }
                 }
+            }
+            if lines.is_empty() {
+                return Ok(());
             }
             plugin.journal.extend(lines);
             let kept = kept_hashes(&plugin.journal);
@@ -220,8 +257,9 @@ impl History {
         Some((hash, bytes))
     }
 
-    /// A kept component, checked against its hash.
-    fn component(&self, name: &str, hash: &str) -> Option<Arc<[u8]>> {
+    /// The kept component of `name` whose SHA-256 is `hash`, checked against it: `None`
+    /// when it is not kept or damaged.
+    pub fn component(&self, name: &str, hash: &str) -> Option<Arc<[u8]>> {
         let Some(dir) = &self.dir else {
             return self.with(name, |p| p.bytes.get(hash).cloned());
         };
@@ -388,6 +426,40 @@ mod tests {
         let h = History::open(Some(dir.clone())).unwrap();
         assert_eq!(h.kept("p").len(), 2);
         assert!(h.resume("p", &v1.0).is_none(), "damaged v2 must not serve");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_configured_version_is_kept_from_start_and_recorded_once() {
+        let dir = temp_dir("start");
+        let (v1, v2) = (component("1"), component("2"));
+        let h = History::open(Some(dir.clone())).unwrap();
+        h.record_start("p", &v1.0, &v1.1).unwrap();
+        let h = History::open(Some(dir.clone())).unwrap();
+        h.record_start("p", &v1.0, &v1.1).unwrap();
+        let lines = || {
+            std::fs::read_to_string(dir.join("p/served"))
+                .unwrap()
+                .lines()
+                .count()
+        };
+        assert_eq!(lines(), 1);
+        assert_eq!(h.kept("p")[0].how, Trigger::Config);
+        assert_eq!(h.component("p", &v1.0).unwrap(), v1.1);
+
+        // A kept copy removed by hand comes back at the next start.
+        std::fs::remove_file(dir.join("p").join(format!("{}.wasm", v1.0))).unwrap();
+        h.record_start("p", &v1.0, &v1.1).unwrap();
+        assert_eq!(h.component("p", &v1.0).unwrap(), v1.1);
+        assert_eq!(lines(), 1);
+
+        // The journal's semantics stay: a deploy survives a restart (no second line for
+        // v1 when it is replaced), and a file changed while the host was down wins.
+        swap(&h, &v1, &v2, Trigger::Api);
+        assert_eq!(lines(), 2);
+        let h = History::open(Some(dir.clone())).unwrap();
+        assert_eq!(h.resume("p", &v1.0).unwrap(), v2);
+        assert!(h.resume("p", &component("3").0).is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -24,35 +24,79 @@ pub const VERSION_SECTION: &str = "servicemobility:booking-api-version";
 const PACKAGE: &str = "servicemobility:booking/";
 const KV: &str = "servicemobility:booking/kv@";
 
-/// Why a component was refused.
-#[derive(Debug, thiserror::Error)]
+/// Longest text of a refusal, in bytes. A reason goes to the log and back to whoever
+/// asked; parts of it come from the candidate itself (its first bytes, its names, a
+/// compiler's error chain), so without a bound a candidate could make it as long as it
+/// likes.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// Why a component was refused. Its text is one line of at most [`MAX_REASON_BYTES`]
+/// bytes (see [`crate::text::one_line`]), whatever the candidate holds: line-based log readers see one
+/// record per refusal.
+#[derive(Debug)]
 pub enum LoadError {
-    #[error("plugin {name}: cannot read {path}: {source}")]
     Read {
         name: String,
         path: String,
         source: std::io::Error,
     },
-    #[error("plugin {0}: not a WebAssembly component ({1})")]
     NotAComponent(PluginIdent, String),
-    #[error(
-        "plugin {0}: built for WIT servicemobility:booking@{1}, which this host (@{HOST_WIT_VERSION}) cannot serve; rebuild it with a compatible followup-sdk"
-    )]
     IncompatibleWit(PluginIdent, String),
-    #[error(
-        "plugin {0}: exports neither servicemobility:booking/followup nor servicemobility:booking/appointments"
-    )]
     NoExports(PluginIdent),
-    #[error("plugin {0}: does not compile: {1}")]
     Compile(PluginIdent, String),
-    #[error("plugin {0}: imports {1}, which this host does not provide")]
     ForbiddenImport(PluginIdent, String),
-    #[error("{0}")]
     Secret(String),
-    #[error("plugin {0}: imports {1}, which it is not granted ({2})")]
     NotGranted(PluginIdent, String, &'static str),
-    #[error("plugin {0}: cannot be instantiated: {1}")]
     Link(PluginIdent, String),
+}
+
+impl LoadError {
+    /// The reason as written, before it is made one bounded line.
+    fn text(&self) -> String {
+        match self {
+            LoadError::Read { name, path, source } => {
+                format!("plugin {name}: cannot read {path}: {source}")
+            }
+            LoadError::NotAComponent(ident, why) => {
+                format!("plugin {ident}: not a WebAssembly component ({why})")
+            }
+            LoadError::IncompatibleWit(ident, version) => format!(
+                "plugin {ident}: built for WIT servicemobility:booking@{version}, which this \
+                 host (@{HOST_WIT_VERSION}) cannot serve; rebuild it with a compatible \
+                 followup-sdk"
+            ),
+            LoadError::NoExports(ident) => format!(
+                "plugin {ident}: exports neither servicemobility:booking/followup nor \
+                 servicemobility:booking/appointments"
+            ),
+            LoadError::Compile(ident, why) => format!("plugin {ident}: does not compile: {why}"),
+            LoadError::ForbiddenImport(ident, import) => {
+                format!("plugin {ident}: imports {import}, which this host does not provide")
+            }
+            LoadError::Secret(why) => why.clone(),
+            LoadError::NotGranted(ident, import, how) => {
+                format!("plugin {ident}: imports {import}, which it is not granted ({how})")
+            }
+            LoadError::Link(ident, why) => {
+                format!("plugin {ident}: cannot be instantiated: {why}")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::text::one_line(&self.text(), MAX_REASON_BYTES))
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 /// Reads, checks, compiles and pre-instantiates the plugin a manifest names.
@@ -246,5 +290,58 @@ mod tests {
         let core = b"\0asm\x01\0\0\0";
         assert!(scan(core).unwrap_err().contains("core module"));
         assert!(scan(b"not wasm at all").is_err());
+    }
+
+    #[test]
+    fn a_reason_is_one_visible_line() {
+        assert_eq!(
+            crate::text::one_line("short and plain", 64),
+            "short and plain"
+        );
+        assert_eq!(
+            crate::text::one_line("expected=[\n    0x0,\r\n]\t\u{1b}[31m\u{2028}", 64),
+            "expected=[\\n    0x0,\\r\\n]\\t\\u{1b}[31m\\u{2028}"
+        );
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_whole_and_marked() {
+        let cut = crate::text::one_line(&"é".repeat(100), 11);
+        assert_eq!(cut, "éééé…");
+        // An escape is kept whole or not at all.
+        let cut = crate::text::one_line(&"ab\n".repeat(10), 10);
+        assert_eq!(cut, "ab\\nab…");
+        assert!(cut.len() <= 10);
+        // Exactly at the bound: nothing is cut.
+        assert_eq!(crate::text::one_line("0123456789", 10), "0123456789");
+    }
+
+    #[test]
+    fn every_refusal_is_one_line_within_the_bound() {
+        let ident = PluginIdent {
+            name: "p".into(),
+            version: "sha256:0123456789ab".into(),
+        };
+        let chain = "error one\n\nCaused by:\n    0: ".repeat(1000);
+        for err in [
+            LoadError::NotAComponent(ident.clone(), chain.clone()),
+            LoadError::Compile(ident.clone(), chain.clone()),
+            LoadError::IncompatibleWit(ident.clone(), chain.clone()),
+            LoadError::Link(ident, chain.clone()),
+            LoadError::Secret(chain),
+        ] {
+            let text = err.to_string();
+            assert!(!text.contains('\n'), "{text}");
+            assert!(text.len() <= MAX_REASON_BYTES, "{}", text.len());
+            assert!(text.ends_with('…'), "{text}");
+        }
+        // Bad magic: wasmparser writes the bytes it found over several lines.
+        let ident = PluginIdent {
+            name: "p".into(),
+            version: "sha256:0123456789ab".into(),
+        };
+        let refused = LoadError::NotAComponent(ident, scan(b"garbage!").unwrap_err());
+        assert!(!refused.to_string().contains('\n'), "{refused}");
+        assert!(refused.to_string().contains("\\n"), "{refused}");
     }
 }

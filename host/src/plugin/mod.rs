@@ -9,6 +9,7 @@ use crate::runtime::bindings::{appointments, followup};
 use crate::runtime::sandbox::Limits;
 use crate::runtime::state::PluginState;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::InstancePre;
 
@@ -24,6 +25,19 @@ impl std::fmt::Display for PluginIdent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}@{}", self.name, self.version)
     }
+}
+
+/// A plugin serving a kept version because its configured file was refused at start; the
+/// note stands until a deploy or rollback of the plugin succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Degraded {
+    pub plugin: String,
+    /// The version serving instead (`sha256:` and 12 hex digits).
+    pub version: String,
+    /// The configured file that was refused.
+    pub file: PathBuf,
+    /// Why it was refused: one line of at most [`loader::MAX_REASON_BYTES`] bytes.
+    pub reason: String,
 }
 
 /// A plugin version compiled once and pre-instantiated once; every request instantiates

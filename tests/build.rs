@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("echo-guest", "echo_guest", "ECHO"),
     ("hostile-guest", "hostile_guest", "HOSTILE"),
     ("http-caller-guest", "http_caller_guest", "HTTP_CALLER"),
+    ("amplifier-guest", "amplifier_guest", "AMPLIFIER"),
 ];
 
 fn main() {

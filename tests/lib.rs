@@ -55,3 +55,34 @@ pub mod component {
         }
     }
 }
+
+/// The host as a process of its own, for what only a process shows: its resident memory,
+/// its log.
+pub mod process {
+    use std::io::{BufRead, BufReader};
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+
+    /// Starts the host binary `exe` (`followup-bench-host`, which serves a config as
+    /// `followup serve` does) on `config`, which listens on `127.0.0.1:0`; the child and the
+    /// base URL it announced on its first line.
+    pub fn start(exe: &str, config: &Path, stderr: Stdio, rust_log: &str) -> (Child, String) {
+        let mut child = Command::new(exe)
+            .arg(config)
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start the host");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("the host's first line");
+        let base = line
+            .trim()
+            .strip_prefix("followup listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        (child, base)
+    }
+}

@@ -2,7 +2,9 @@
 
 mod admin;
 mod cache;
+mod containment;
 mod contract;
+mod edge;
 mod fuzz;
 mod hot_swap;
 mod http;

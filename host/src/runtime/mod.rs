@@ -6,134 +6,68 @@
 //! only the request that caused it. A plugin may opt into warm reuse
 //! (`reuse_instances = N`): an instance then serves up to N calls of one route, and is
 //! dropped at once after any failure (see [`WarmPool`]).
+//!
+//! # Layout
+//! - [`engine`]: the engine and the epoch ticker; [`sandbox`]: limits and the pool;
+//! - [`deadline`]: deadlines and the runaway throttle; [`cache`]: compiled components;
+//! - [`state`]: the per-call state; [`imports`], [`outbound`], [`output`]: host services;
+//! - [`failure`]: why a call produced no answer; [`stats`]: what a call used;
+//! - [`warm`]: warm instances; [`native`]: the native baseline.
 
 pub mod bindings;
+pub mod cache;
+pub mod deadline;
 pub mod engine;
+pub mod failure;
 pub mod imports;
 pub mod native;
 pub mod outbound;
 pub mod output;
 pub mod sandbox;
 pub mod state;
+pub mod stats;
+pub mod warm;
 
 use crate::plugin::{LoadedPlugin, PluginIdent};
 use bindings::types::{
     AppointmentSearch, AppointmentSearchResponse, BookJob, BookJobResponse, BookingError,
     RequestContext,
 };
+pub use failure::{FailureKind, PluginFailure};
+use failure::{classify, failure};
 use output::GuestOutput;
 use sandbox::{Limiter, RuntimeConfig};
 use state::PluginState;
 pub use state::Services;
+pub use stats::CallStats;
+use stats::Observer;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, HasSelf, Instance, Linker, ResourceTable};
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+pub use warm::WarmPool;
+use warm::{Loaded, Warm};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtx;
-
-/// What went wrong running a plugin; each maps to a stable error `type`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The wall-clock deadline passed (`plugin-timeout`).
-    Timeout,
-    /// The plugin asked for more memory or table than allowed (`plugin-memory-limit`).
-    MemoryLimit,
-    /// The guest's stack overflowed (`plugin-stack-overflow`).
-    StackOverflow,
-    /// The instruction budget ran out (`plugin-out-of-fuel`).
-    OutOfFuel,
-    /// Any other trap: a panic, `unreachable`, a bad memory access (`plugin-trap`).
-    Trap,
-    /// The answer is larger than `max_response_bytes` (`plugin-response-too-large`).
-    ResponseTooLarge,
-    /// The plugin answered something that is not a valid response (`plugin-bad-result`).
-    BadResult,
-    /// No instance slot became free in time (`plugin-busy`).
-    Busy,
-    /// The plugin could not be instantiated or does not serve this kind of route
-    /// (`plugin-unavailable`).
-    Unavailable,
-}
-
-/// A plugin call that did not produce an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginFailure {
-    pub kind: FailureKind,
-    pub plugin: Arc<PluginIdent>,
-    /// What happened, for the error body's `detail` and the log.
-    pub cause: String,
-}
-
-impl std::fmt::Display for PluginFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "plugin {}: {}", self.plugin, self.cause)
-    }
-}
 
 /// Shared by every request: the engine, the linker holding the host services, and the
 /// instance slots.
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<PluginState>,
-    /// Components compiled so far, by content hash: loading the same bytes twice (a
-    /// rollback, a redeploy, a second host in tests) skips compilation.
-    compiled: Mutex<HashMap<String, Component>>,
-    /// Precompiled artefacts on disk, so that a restart skips compilation too.
-    cache_dir: Option<std::path::PathBuf>,
-    /// Components compiled, and components loaded from the disk cache instead.
-    compiles: AtomicU64,
-    cache_hits: AtomicU64,
-    memory_hits: AtomicU64,
+    /// Compiled components, in memory and on disk.
+    cache: cache::CompileCache,
     slots: Semaphore,
     queue_timeout: Duration,
     /// The settings the runtime was built with.
     config: RuntimeConfig,
     /// Whether the engine meters fuel.
     fuel: bool,
-    /// Runaway calls take turns on this one permit (see [`RuntimeConfig::runaway_after_ms`]).
-    slow_lane: Arc<Semaphore>,
-    /// Calls started so far: a runaway is throttled only if another call started after it.
-    starts: Arc<AtomicU64>,
-    /// Epoch ticks of guest execution after which a call is a runaway.
-    runaway_ticks: u64,
-    /// How long a runaway pauses, holding the slow lane, between slices of one tick.
-    runaway_pause: Duration,
+    /// Deadlines and the runaway throttle shared by every call.
+    throttle: deadline::Throttle,
     /// Told about every call (`followup plugin run` reports from it).
     observer: std::sync::OnceLock<Observer>,
-}
-
-/// Told about every plugin call.
-type Observer = Box<dyn Fn(&CallStats) + Send + Sync>;
-
-/// What one plugin call used, against its limits.
-#[derive(Debug, Clone)]
-pub struct CallStats {
-    pub plugin: Arc<PluginIdent>,
-    pub request_id: String,
-    pub wall: Duration,
-    /// With fuel metering on.
-    pub fuel_used: Option<u64>,
-    pub peak_memory_bytes: usize,
-    pub log_lines: usize,
-    /// Bytes kept of what the guest logged or printed, and bytes and entries dropped over
-    /// the budget.
-    pub log_bytes: usize,
-    pub log_dropped_bytes: u64,
-    pub log_dropped_entries: u64,
-    pub host_calls: state::HostCalls,
-    /// Host resources the instance still held when the call ended.
-    pub host_resources: usize,
-    /// Bytes of key-value reads and listings the call's session held, and bytes written.
-    pub kv_read_bytes: usize,
-    pub kv_written_bytes: usize,
-    /// Bytes of outgoing request bodies the call had the host buffer at most.
-    pub http_body_buffer_bytes: usize,
-    pub limits: sandbox::Limits,
-    /// The failure's detail, when the call failed.
-    pub failure: Option<String>,
 }
 
 impl PluginRuntime {
@@ -153,19 +87,12 @@ impl PluginRuntime {
         Ok(Arc::new(PluginRuntime {
             engine,
             linker,
-            compiled: Mutex::default(),
-            cache_dir: None,
-            compiles: AtomicU64::new(0),
-            cache_hits: AtomicU64::new(0),
-            memory_hits: AtomicU64::new(0),
+            cache: cache::CompileCache::new(None),
             slots: Semaphore::new(rt.max_instances.max(1) as usize),
             queue_timeout: Duration::from_millis(rt.queue_timeout_ms),
             fuel: rt.fuel,
             config: *rt,
-            slow_lane: Arc::new(Semaphore::new(1)),
-            starts: Arc::default(),
-            runaway_ticks: (rt.runaway_after_ms / tick.as_millis().max(1) as u64).max(1),
-            runaway_pause: tick * (100 / u32::from(rt.runaway_share_percent.clamp(1, 100))),
+            throttle: deadline::Throttle::new(rt, tick),
             observer: std::sync::OnceLock::new(),
         }))
     }
@@ -177,38 +104,24 @@ impl PluginRuntime {
             .map_err(|e| anyhow::anyhow!("cannot create the cache {}: {e}", dir.display()))?;
         let mut runtime = Arc::into_inner(PluginRuntime::new(rt)?)
             .ok_or_else(|| anyhow::anyhow!("a new runtime has one owner"))?;
-        runtime.cache_dir = Some(dir);
+        runtime.cache = cache::CompileCache::new(Some(dir));
         Ok(Arc::new(runtime))
     }
 
     /// Components compiled since start, and components loaded from the disk cache.
     pub fn compile_stats(&self) -> (u64, u64) {
-        (
-            self.compiles.load(Ordering::Relaxed),
-            self.cache_hits.load(Ordering::Relaxed),
-        )
+        self.cache.stats()
     }
 
     /// Appends the compile counters in the Prometheus text format to `out`.
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            out,
-            "# HELP followup_component_loads_total Components made ready, by source: compiled, \
-             the disk cache, or already in memory.\n\
-             # TYPE followup_component_loads_total counter"
-        );
-        for (source, counter) in [
-            ("compiled", &self.compiles),
-            ("disk-cache", &self.cache_hits),
-            ("memory", &self.memory_hits),
-        ] {
-            let _ = writeln!(
-                out,
-                "followup_component_loads_total{{source=\"{source}\"}} {}",
-                counter.load(Ordering::Relaxed)
-            );
-        }
+        self.cache.render_metrics(out);
+    }
+
+    /// Compiles `bytes` (known by `hash`), or returns the component compiled earlier, in
+    /// this process or (with a cache directory) by an earlier run.
+    pub fn compile(&self, hash: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+        self.cache.compile(&self.engine, hash, bytes)
     }
 
     /// Has `observer` told about every plugin call from now on (once per runtime).
@@ -227,87 +140,6 @@ impl PluginRuntime {
 
     pub fn linker(&self) -> &Linker<PluginState> {
         &self.linker
-    }
-
-    /// Compiles `bytes` (known by `hash`), or returns the component compiled earlier, in
-    /// this process or (with a cache directory) by an earlier run.
-    pub fn compile(&self, hash: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
-        if let Some(c) = lock(&self.compiled).get(hash) {
-            self.memory_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(c.clone());
-        }
-        let cached = self
-            .cache_dir
-            .as_deref()
-            .and_then(|dir| self.load_cached(dir, hash));
-        let component = match cached {
-            Some(component) => {
-                self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                component
-            }
-            None => {
-                // Compile outside the lock: it takes ~100 ms per 250 KB on 2 cores.
-                let artefact = self.engine.precompile_component(bytes)?;
-                self.compiles.fetch_add(1, Ordering::Relaxed);
-                if let Some(dir) = &self.cache_dir {
-                    self.store_cached(dir, hash, &artefact);
-                }
-                deserialize(&self.engine, &artefact)?
-            }
-        };
-        let mut cache = lock(&self.compiled);
-        if cache.len() >= MAX_CACHED_COMPONENTS {
-            cache.clear();
-        }
-        cache.insert(hash.to_string(), component.clone());
-        Ok(component)
-    }
-
-    /// Where the artefact of component `hash` for this engine lives: the engine's
-    /// compatibility hash is part of the name, so a wasmtime or config change misses.
-    fn cache_path(&self, dir: &std::path::Path, hash: &str) -> std::path::PathBuf {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        dir.join(format!("{hash}-{:016x}.cwasm", h.finish()))
-    }
-
-    /// A cached artefact, if present and intact; a damaged one is removed (and then
-    /// recompiled), never loaded.
-    ///
-    /// The artefact is checked against the CRC-32 written beside it, then mapped from the
-    /// file rather than read and copied: with 100 plugins, start-up is mostly this. The
-    /// checksum guards against damage (a disk error, a stray write); artefacts are only
-    /// ever replaced whole, by rename, so the file mapped is the file checked. It is no
-    /// defence against someone who can write the cache, who could rewrite any digest too.
-    fn load_cached(&self, dir: &std::path::Path, hash: &str) -> Option<Component> {
-        let path = self.cache_path(dir, hash);
-        let file = std::fs::File::open(&path).ok()?;
-        let recorded = std::fs::read_to_string(path.with_extension("crc32")).ok();
-        let intact = recorded.as_deref().map(str::trim) == checksum(file).ok().as_deref();
-        let component = if intact {
-            deserialize_file(&self.engine, &path).ok()
-        } else {
-            None
-        };
-        if component.is_none() {
-            tracing::warn!(path = %path.display(), "cached artefact is damaged or stale; recompiling");
-            let _ = std::fs::remove_file(&path);
-        }
-        component
-    }
-
-    /// Writes an artefact and its checksum, each whole or not at all. Failing to cache
-    /// only costs the next start a compile.
-    fn store_cached(&self, dir: &std::path::Path, hash: &str, artefact: &[u8]) {
-        let path = self.cache_path(dir, hash);
-        let write = crate::files::write_atomically;
-        let sum = format!("{:08x}", crc32fast::hash(artefact));
-        let written = write(&path, artefact)
-            .and_then(|()| write(&path.with_extension("crc32"), sum.as_bytes()));
-        if let Err(e) = written {
-            tracing::warn!(path = %path.display(), "cannot cache the compiled plugin: {e}");
-        }
     }
 
     /// Calls the plugin's `book` export.
@@ -438,19 +270,20 @@ impl PluginRuntime {
         );
 
         let started = Instant::now();
-        let outcome = tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), async {
-            let mut loaded = match warm {
-                Some(loaded) => loaded,
-                None => Loaded {
-                    instance: plugin.pre.instantiate_async(&mut store).await?,
-                    book: None,
-                    search: None,
-                },
-            };
-            let answer = call(&mut store, &mut loaded).await?;
-            Ok((answer, loaded))
-        })
-        .await;
+        let outcome =
+            tokio::time::timeout_at((deadline + deadline::DEADLINE_GRACE).into(), async {
+                let mut loaded = match warm {
+                    Some(loaded) => loaded,
+                    None => Loaded {
+                        instance: plugin.pre.instantiate_async(&mut store).await?,
+                        book: None,
+                        search: None,
+                    },
+                };
+                let answer = call(&mut store, &mut loaded).await?;
+                Ok((answer, loaded))
+            })
+            .await;
         let fuel_used = store
             .data()
             .fuel_granted
@@ -563,7 +396,7 @@ impl PluginRuntime {
         // call's arguments — is counted as it is lifted, and lifting stops at the budget.
         store.set_hostcall_fuel(limits.lift_budget());
         store.set_max_component_handles(sandbox::COMPONENT_HANDLES);
-        self.arm(&mut store, limits, deadline);
+        self.throttle.arm(&mut store, limits, deadline, self.fuel);
         store
     }
 
@@ -582,318 +415,19 @@ impl PluginRuntime {
             .output
             .renew(limits.max_log_bytes, limits.max_log_entries);
         state.host_calls = state::HostCalls::default();
-        self.arm(store, limits, deadline);
-    }
-
-    /// Grants the call its fuel and sets the epoch callback that enforces `deadline` and
-    /// throttles runaways.
-    fn arm(&self, store: &mut Store<PluginState>, limits: &sandbox::Limits, deadline: Instant) {
-        if self.fuel {
-            let granted = limits.max_fuel.unwrap_or(u64::MAX);
-            // Only fails when the engine does not meter fuel, checked just above.
-            if store.set_fuel(granted).is_ok() {
-                store.data_mut().fuel_granted = Some(granted);
-            }
-        }
-        // Called at every epoch tick the guest spends executing Wasm:
-        // - past the deadline the guest traps with `Trap::Interrupt`;
-        // - before it, the guest yields, so it never holds a tokio worker for more than one
-        //   tick;
-        // - after `runaway_ticks` ticks it is a runaway: once another call has started
-        //   since it began, each further tick first waits its turn on the slow lane and
-        //   pauses there, so that all runaways together use at most
-        //   `runaway_share_percent` of one core. A runaway nobody waits behind runs at full
-        //   speed.
-        let (slow_lane, runaway_ticks, pause, starts) = (
-            self.slow_lane.clone(),
-            self.runaway_ticks,
-            self.runaway_pause,
-            self.starts.clone(),
-        );
-        let me = starts.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut ticks = 0u64;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                return Err(Trap::Interrupt.into());
-            }
-            ticks += 1;
-            if ticks <= runaway_ticks || starts.load(Ordering::Relaxed) == me {
-                // tokio's own yield lets the worker poll its I/O and timers before resuming
-                // the guest; wasmtime's plain `Yield` reschedules at once, so a worker busy
-                // with yielding guests would look at the network only every 61 polls.
-                return Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ));
-            }
-            let lane = slow_lane.clone();
-            Ok(UpdateDeadline::YieldCustom(
-                1,
-                Box::pin(async move {
-                    if let Ok(_turn) = lane.acquire_owned().await {
-                        tokio::time::sleep(pause).await;
-                    }
-                }),
-            ))
-        });
+        self.throttle.arm(store, limits, deadline, self.fuel);
     }
 }
-
-/// An instance with the typed exports looked up so far.
-struct Loaded {
-    instance: Instance,
-    book: Option<bindings::followup::Guest>,
-    search: Option<bindings::appointments::Guest>,
-}
-
-/// An instance kept for reuse with its `Store`.
-struct Warm {
-    store: Store<PluginState>,
-    loaded: Loaded,
-    /// Calls it has served.
-    served: u32,
-}
-
-/// Idle warm instances of one plugin version, per route: an instance only ever serves the
-/// route it was created for (tenants never share one), and goes with its version when the
-/// plugin is swapped.
-#[derive(Default)]
-pub struct WarmPool {
-    idle: Mutex<HashMap<String, Vec<Warm>>>,
-}
-
-impl std::fmt::Debug for WarmPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WarmPool")
-            .field("idle", &self.idle_count())
-            .finish()
-    }
-}
-
-impl WarmPool {
-    fn take(&self, route: &str) -> Option<Warm> {
-        lock(&self.idle).get_mut(route)?.pop()
-    }
-
-    /// Keeps `warm` for `route`, unless `max` instances of the route already wait (each
-    /// idle instance holds a slot of the pooling allocator).
-    fn put(&self, route: &str, warm: Warm, max: usize) {
-        let mut idle = lock(&self.idle);
-        let list = match idle.get_mut(route) {
-            Some(list) => list,
-            None => idle.entry(route.to_string()).or_default(),
-        };
-        if list.len() < max {
-            list.push(warm);
-        }
-    }
-
-    /// Idle instances, all routes together.
-    pub fn idle_count(&self) -> usize {
-        lock(&self.idle).values().map(Vec::len).sum()
-    }
-}
-
-/// Loads an artefact this host's engine produced.
-#[allow(
-    unsafe_code,
-    reason = "wasmtime cannot check compiled code: only artefacts this engine wrote get here"
-)]
-fn deserialize(engine: &Engine, artefact: &[u8]) -> wasmtime::Result<Component> {
-    // SAFETY: `artefact` comes from `Engine::precompile_component` of this very engine.
-    unsafe { Component::deserialize(engine, artefact) }
-}
-
-/// Maps an artefact this host's engine wrote to the cache.
-#[allow(
-    unsafe_code,
-    reason = "wasmtime cannot check compiled code: only artefacts this engine wrote, checked against their checksum, get here"
-)]
-fn deserialize_file(engine: &Engine, path: &std::path::Path) -> wasmtime::Result<Component> {
-    // SAFETY: the file was written (whole, by rename) from `Engine::precompile_component`
-    // of an engine with the same compatibility hash (part of its name), and its CRC-32
-    // matched just now. Cache files are never modified in place while mapped.
-    unsafe { Component::deserialize_file(engine, path) }
-}
-
-/// The CRC-32 of a file in hex, read in pieces (never held whole).
-fn checksum(mut file: std::fs::File) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut piece = vec![0u8; 64 << 10];
-    loop {
-        match file.read(&mut piece)? {
-            0 => return Ok(format!("{:08x}", hasher.finalize())),
-            n => hasher.update(&piece[..n]),
-        }
-    }
-}
-
-/// Bound on compiled components kept in memory; past it the cache starts over.
-const MAX_CACHED_COMPONENTS: usize = 64;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The cache holds no invariant a panicking holder could break.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A guest stuck outside Wasm code (none of today's host services can block) is still
-/// bounded: the whole call is abandoned this long after its deadline.
-const DEADLINE_GRACE: Duration = Duration::from_millis(20);
-
-fn failure(plugin: &LoadedPlugin, kind: FailureKind, cause: impl Into<String>) -> PluginFailure {
-    PluginFailure {
-        kind,
-        plugin: plugin.ident.clone(),
-        cause: cause.into(),
-    }
-}
-
-/// Sorts a failed call into a [`FailureKind`] and logs the guest's backtrace.
-fn classify(
-    ident: &Arc<PluginIdent>,
-    limits: &sandbox::Limits,
-    state: &PluginState,
-    err: &wasmtime::Error,
-) -> PluginFailure {
-    // The chain and the guest's backtrace, bounded: a guest names its own functions, and a
-    // stack overflow has thousands of frames.
-    tracing::warn!(
-        plugin = %ident,
-        request_id = &*state.request_id,
-        "plugin call failed: {}",
-        crate::text::cut(&format!("{err:?}"), 8 << 10)
-    );
-    let trap = err.downcast_ref::<Trap>().copied();
-    let full_table = err.chain().any(|e| {
-        matches!(
-            e.downcast_ref::<wasmtime::component::ResourceTableError>(),
-            Some(wasmtime::component::ResourceTableError::Full)
-        )
-    });
-    let (kind, cause) = match (&state.limiter.hit, trap) {
-        (Some(hit), _) => (FailureKind::MemoryLimit, hit.clone()),
-        (None, _) if full_table => (
-            FailureKind::MemoryLimit,
-            format!(
-                "held more than its max_host_resources of {} host resources",
-                limits.max_host_resources
-            ),
-        ),
-        (None, _) if fields_too_large(err) => (
-            FailureKind::MemoryLimit,
-            format!(
-                "built a wasi:http header map over {} bytes",
-                sandbox::HTTP_FIELDS_BYTES
-            ),
-        ),
-        (None, _) if lift_exhausted(err) => match err.downcast_ref::<wasmtime::WasmBacktrace>() {
-            // Lifting the answer happens after the guest returned, with no guest frames.
-            None => (
-                FailureKind::ResponseTooLarge,
-                format!(
-                    "answered over its max_response_bytes of {}: more than {} bytes in the \
-                     host's form of the answer, lifting stopped there",
-                    limits.max_response_bytes,
-                    limits.lift_budget()
-                ),
-            ),
-            Some(_) => (
-                FailureKind::MemoryLimit,
-                format!(
-                    "handed the host more than {} bytes in one host call",
-                    limits.lift_budget()
-                ),
-            ),
-        },
-        (None, Some(Trap::Interrupt)) => (
-            FailureKind::Timeout,
-            format!("timed out after {} ms", limits.timeout_ms),
-        ),
-        (None, Some(Trap::StackOverflow)) => (
-            FailureKind::StackOverflow,
-            "overflowed its Wasm stack".to_string(),
-        ),
-        (None, Some(Trap::OutOfFuel)) => (
-            FailureKind::OutOfFuel,
-            format!(
-                "ran out of fuel (budget {})",
-                state.fuel_granted.unwrap_or_default()
-            ),
-        ),
-        (None, Some(trap)) => (FailureKind::Trap, format!("trapped: {trap}")),
-        (None, None) => (
-            FailureKind::Trap,
-            format!("failed: {}", crate::text::cut(&root_cause(err), 1024)),
-        ),
-    };
-    PluginFailure {
-        kind,
-        plugin: ident.clone(),
-        cause,
-    }
-}
-
-/// Whether wasmtime stopped lifting because the store's hostcall fuel ran out (its error
-/// type is private; its message is stable across 48.x).
-fn lift_exhausted(err: &wasmtime::Error) -> bool {
-    err.chain().any(|e| {
-        e.to_string()
-            .contains("fuel allocated for hostcalls has been exhausted")
-    })
-}
-
-/// Whether `wasi:http` refused to grow a header map past its size limit (it traps).
-fn fields_too_large(err: &wasmtime::Error) -> bool {
-    err.chain()
-        .any(|e| e.to_string().contains("total size of fields exceeds limit"))
-}
-
-fn root_cause(err: &wasmtime::Error) -> String {
-    err.chain()
-        .last()
-        .map(ToString::to_string)
-        .unwrap_or_else(|| err.to_string())
-}
-
 /// Logs what the guest wrote, one log event per entry, tagged with plugin, version and
 /// request id; how many lines and bytes, and what was dropped over the budget.
 fn flush_output(state: &PluginState) -> (usize, usize, output::Dropped) {
-    log_output(&state.ident, &state.request_id, &state.output)
-}
-
-fn log_output(
-    plugin: &PluginIdent,
-    request_id: &str,
-    output: &GuestOutput,
-) -> (usize, usize, output::Dropped) {
-    let (lines, dropped) = output.take();
-    let counted = (
-        lines.len(),
-        lines.iter().map(|l| l.text.len()).sum(),
-        dropped,
-    );
-    for line in lines.into_iter().filter(|l| !l.text.trim().is_empty()) {
-        let text = line.text;
-        match line.source {
-            "error" => tracing::error!(plugin = %plugin, request_id, "{text}"),
-            "warn" => tracing::warn!(plugin = %plugin, request_id, "{text}"),
-            "debug" => tracing::debug!(plugin = %plugin, request_id, "{text}"),
-            "trace" => tracing::trace!(plugin = %plugin, request_id, "{text}"),
-            source => tracing::info!(plugin = %plugin, request_id, source, "{text}"),
-        }
-    }
-    if dropped != output::Dropped::default() {
-        tracing::warn!(
-            plugin = %plugin,
-            request_id,
-            dropped_bytes = dropped.bytes,
-            dropped_entries = dropped.entries,
-            "plugin output over its max_log_bytes or max_log_entries was dropped"
-        );
-    }
-    counted
+    output::log_output(&state.ident, &state.request_id, &state.output)
 }
 
 #[cfg(test)]

@@ -230,7 +230,7 @@ pub fn answer(
                 "the native rules' services were still in use after the call",
             )
         })?;
-    super::log_output(&plugin.ident, &ctx.request_id, &native.output);
+    super::output::log_output(&plugin.ident, &ctx.request_id, &native.output);
     // The SDK's copy of the codec has its own error type.
     let encoded = encoded.map_err(|e| match e {
         sdk::json::WriteError::Invalid(e) => {

@@ -5,6 +5,7 @@
 //! plugin keeps booking, and the host holds and logs a bounded amount for it.
 
 use super::sandbox::LOG_ENTRY_BYTES;
+use crate::plugin::PluginIdent;
 use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
@@ -137,6 +138,41 @@ impl GuestOutput {
             (std::mem::take(&mut c.lines), dropped)
         })
     }
+}
+
+/// Logs what the guest wrote, one log event per entry, tagged with plugin, version and
+/// request id; how many lines and bytes were kept, and what was dropped over the budget.
+pub fn log_output(
+    plugin: &PluginIdent,
+    request_id: &str,
+    output: &GuestOutput,
+) -> (usize, usize, Dropped) {
+    let (lines, dropped) = output.take();
+    let counted = (
+        lines.len(),
+        lines.iter().map(|l| l.text.len()).sum(),
+        dropped,
+    );
+    for line in lines.into_iter().filter(|l| !l.text.trim().is_empty()) {
+        let text = line.text;
+        match line.source {
+            "error" => tracing::error!(plugin = %plugin, request_id, "{text}"),
+            "warn" => tracing::warn!(plugin = %plugin, request_id, "{text}"),
+            "debug" => tracing::debug!(plugin = %plugin, request_id, "{text}"),
+            "trace" => tracing::trace!(plugin = %plugin, request_id, "{text}"),
+            source => tracing::info!(plugin = %plugin, request_id, source, "{text}"),
+        }
+    }
+    if dropped != Dropped::default() {
+        tracing::warn!(
+            plugin = %plugin,
+            request_id,
+            dropped_bytes = dropped.bytes,
+            dropped_entries = dropped.entries,
+            "plugin output over its max_log_bytes or max_log_entries was dropped"
+        );
+    }
+    counted
 }
 
 /// What a capture dropped over its budget.

@@ -2,9 +2,9 @@
 //! Object (`type`, `title`, `status`, `detail`, `invalidParams`). Every outcome's status
 //! is chosen in [`ErrorKind::status`], for both status modes, and nowhere else.
 
+use crate::contract::PluginIdent;
 use crate::contract::Problem;
 use crate::contract::types::BookingError;
-use crate::plugin::PluginIdent;
 use crate::runtime::{FailureKind, PluginFailure};
 use crate::text::cut;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -12,6 +12,7 @@
 //! - [`error`]: the Standard Response Object and the one status mapping;
 //! - [`metrics`]: failure counters per plugin version and error type;
 //! - [`contract`]: the contract's records and their JSON mapping (shared with the SDK);
+//! - [`dispatch`]: one operation on a plugin: decode, call, check, encode;
 //! - [`plugin`]: loading and checking components;
 //! - [`runtime`]: the engine, the sandbox and one plugin call;
 //! - [`store`]: plugins' key-value data and the idempotency journal (SQLite);
@@ -24,6 +25,7 @@ pub mod authoring;
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod dispatch;
 pub mod error;
 pub mod files;
 pub mod http;
@@ -200,36 +202,38 @@ impl App {
 
     /// Serves plugin `name` with `rules` compiled into the host instead of its component:
     /// the native baseline the benchmarks compare the sandbox with (see
-    /// [`runtime::native`]). The plugin keeps its routes, grants, config and limits; its
+    /// [`dispatch::native`]). The plugin keeps its routes, grants, config and limits; its
     /// version reads `native`. A later deploy of `name` serves the component again.
     pub fn with_native(
         self,
         name: &str,
-        rules: runtime::native::NativeRules,
+        rules: dispatch::native::NativeRules,
     ) -> anyhow::Result<App> {
         let Some(current) = self.plugins.get(name) else {
             bail!("no plugin {name} is configured");
         };
         let c = &*current;
         let native = LoadedPlugin {
-            ident: Arc::new(PluginIdent {
-                name: name.to_string(),
-                version: "native".into(),
-            }),
+            prepared: runtime::Prepared {
+                ident: Arc::new(PluginIdent {
+                    name: name.to_string(),
+                    version: "native".into(),
+                }),
+                pre: c.pre.clone(),
+                book: c.book.clone(),
+                search: c.search.clone(),
+                limits: c.limits,
+                config: c.config.clone(),
+                kv: c.kv,
+                http: c.http.clone(),
+                slots: tokio::sync::Semaphore::new(c.limits.max_concurrency as usize),
+                reuse_instances: c.reuse_instances,
+                warm: Default::default(),
+            },
             wit_version: c.wit_version.clone(),
-            pre: c.pre.clone(),
-            book: c.book.clone(),
-            search: c.search.clone(),
-            limits: c.limits,
-            config: c.config.clone(),
-            kv: c.kv,
-            http: c.http.clone(),
-            slots: tokio::sync::Semaphore::new(c.limits.max_concurrency as usize),
             hash: c.hash.clone(),
             bytes: c.bytes.clone(),
             native: Some(rules),
-            reuse_instances: c.reuse_instances,
-            warm: Default::default(),
         };
         let _ = self.plugins.replace(name, Arc::new(native));
         Ok(self)
@@ -385,7 +389,7 @@ impl App {
                         .kv
                         .then(|| store::kv::KvSession::new(self.store.clone(), name, true)),
                 };
-                http::answer(
+                dispatch::answer(
                     &self.runtime,
                     candidate,
                     route.kind,

@@ -4,7 +4,7 @@
 
 use crate::support::{Answer, Server, app, example, test_config};
 use capacity_booker::CapacityBooker;
-use followup_host::runtime::native::NativeRules;
+use followup_host::dispatch::native::NativeRules;
 
 fn rules() -> NativeRules {
     NativeRules::booking::<CapacityBooker>().with_search::<CapacityBooker>()

@@ -23,10 +23,10 @@ use criterion::{BenchmarkId, Criterion};
 use followup_host::App;
 use followup_host::config::Config;
 use followup_host::contract::types::RequestContext;
+use followup_host::dispatch::native::NativeRules;
 use followup_host::http::routes::RouteKind;
 use followup_host::plugin::LoadedPlugin;
 use followup_host::runtime::Services;
-use followup_host::runtime::native::NativeRules;
 use followup_host::store::kv::KvSession;
 use followup_tests::guests;
 use std::path::{Path, PathBuf};
@@ -103,9 +103,10 @@ async fn request(
             kind == RouteKind::BookJob,
         )),
     };
-    let (bytes, _) = followup_host::http::answer(&app.runtime, plugin, kind, ctx, &json, services)
-        .await
-        .expect("answered");
+    let (bytes, _) =
+        followup_host::dispatch::answer(&app.runtime, plugin, kind, ctx, &json, services)
+            .await
+            .expect("answered");
     bytes
 }
 

@@ -10,7 +10,7 @@
 use anyhow::Context;
 use followup_host::App;
 use followup_host::config::Config;
-use followup_host::runtime::native::NativeRules;
+use followup_host::dispatch::native::NativeRules;
 use std::sync::Arc;
 
 #[global_allocator]

@@ -1,12 +1,40 @@
-//! The contract's records on the host side: the WIT types from the host's bindings and the
-//! JSON mapping shared with the guest SDK (one source file, compiled into both).
+//! The contract, the host's lowest layer: the one `bindgen!` of the WIT package
+//! ([`bindings`]), the records and their JSON mapping shared with the guest SDK (one source
+//! file, compiled into both), the kinds of operation a route serves, and the name of a
+//! plugin version. Every other layer builds on these; this module imports none of them.
+
+pub mod bindings;
 
 /// The WIT records (`BookJob`, `BookJobResponse`, …).
 pub mod types {
-    pub use crate::runtime::bindings::types::*;
+    pub use crate::contract::bindings::types::*;
 }
 
 #[path = "../../../guest-sdk/src/codec.rs"]
 pub mod codec;
 
 pub use codec::{Problem, decode, encode, parse_datetime, to_vec};
+
+/// What a route serves: which export of a plugin answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteKind {
+    /// The Followup WorkOrder interface: a Book Job Object in, a Book Job Response out.
+    BookJob,
+    /// The Appointment Search interface: an Appointment Search Object in, open slots out.
+    AppointmentSearch,
+}
+
+/// Names a plugin version in logs and error bodies: `name@version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginIdent {
+    pub name: String,
+    /// `sha256:` and the first 12 hex digits of the component's hash.
+    pub version: String,
+}
+
+impl std::fmt::Display for PluginIdent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
+}

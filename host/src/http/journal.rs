@@ -13,7 +13,7 @@
 //! A crash before the commit leaves nothing behind (the retry runs the plugin again and
 //! its store writes happen once); a crash after it leaves the record, which the retry gets.
 
-use super::{RouteKind, answer};
+use super::RouteKind;
 use crate::App;
 use crate::contract::types::RequestContext;
 use crate::error::{ApiError, ErrorKind};
@@ -154,7 +154,7 @@ pub async fn book(
                 .kv
                 .then(|| KvSession::new(app.store.clone(), name, true)),
         };
-        let (bytes, services) = answer(
+        let (bytes, services) = crate::dispatch::answer(
             &app.runtime,
             plugin,
             RouteKind::BookJob,

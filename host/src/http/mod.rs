@@ -29,9 +29,7 @@ pub mod limits;
 pub mod routes;
 
 use crate::App;
-use crate::contract::types::{
-    AppointmentSearchResponse, BookJob, BookJobResponse, BookingError, RequestContext,
-};
+use crate::contract::types::RequestContext;
 use crate::contract::{self, Problem};
 use crate::error::{ApiError, ErrorKind};
 use axum::body::{Body, Bytes};
@@ -193,7 +191,8 @@ async fn serve<'a>(
                 }),
             };
             let (bytes, _) =
-                answer(&app.runtime, &plugin, route.kind, &ctx, &json, services).await?;
+                crate::dispatch::answer(&app.runtime, &plugin, route.kind, &ctx, &json, services)
+                    .await?;
             Ok(json_response(bytes))
         }
     }
@@ -246,64 +245,6 @@ fn admit<'a>(app: &'a App, parts: &Parts, seen: &mut Seen<'a>) -> Result<Admitte
         work_order_id,
         claims,
     })
-}
-
-/// Runs `plugin` on a parsed request (a route's or an admission sample's): decodes it into
-/// the contract's types, calls the plugin in a fresh sandboxed instance, checks its answer
-/// against the contract and its size limit, and encodes it.
-pub async fn answer(
-    runtime: &crate::runtime::PluginRuntime,
-    plugin: &crate::plugin::LoadedPlugin,
-    kind: RouteKind,
-    ctx: &RequestContext,
-    json: &Value,
-    services: crate::runtime::Services,
-) -> Result<(Vec<u8>, crate::runtime::Services), ApiError> {
-    let limit = plugin.limits.max_response_bytes;
-    let refused = |e: BookingError| {
-        ApiError::from_booking(e)
-            .within(limit)
-            .for_plugin(&plugin.ident)
-    };
-    let (answer, used) = match (&plugin.native, kind) {
-        (Some(rules), _) => {
-            crate::runtime::native::answer(rules, plugin, kind, ctx, json, services)?
-        }
-        (None, RouteKind::BookJob) => {
-            let job = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
-            let (answer, used) = runtime.book(plugin, ctx, &job, services).await?;
-            let response = answer.map_err(refused)?;
-            (contract::to_vec::<BookJobResponse>(&response, limit), used)
-        }
-        (None, RouteKind::AppointmentSearch) => {
-            let query = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
-            let (answer, used) = runtime.search(plugin, ctx, &query, services).await?;
-            let response = answer.map_err(refused)?;
-            (
-                contract::to_vec::<AppointmentSearchResponse>(&response, limit),
-                used,
-            )
-        }
-    };
-    // Encoding stops at the first byte over the limit: an answer too large is never
-    // held whole.
-    let bytes = answer.map_err(|e| {
-        match e {
-            contract::codec::WriteError::TooLarge => ApiError::new(
-                ErrorKind::PluginResponseTooLarge,
-                format!(
-                    "plugin {} answered over its max_response_bytes of {limit}",
-                    plugin.ident
-                ),
-            ),
-            contract::codec::WriteError::Invalid(e) => ApiError::new(
-                ErrorKind::PluginBadResult,
-                format!("plugin {} returned an invalid answer: {e}", plugin.ident),
-            ),
-        }
-        .for_plugin(&plugin.ident)
-    })?;
-    Ok((bytes, used))
 }
 
 fn json_response(bytes: Vec<u8>) -> Response {

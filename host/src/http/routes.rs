@@ -5,17 +5,8 @@
 use super::auth::TokenPolicy;
 use anyhow::bail;
 use percent_encoding::percent_decode_str;
-use serde::Deserialize;
 
-/// What a route serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RouteKind {
-    /// The Followup WorkOrder interface: a Book Job Object in, a Book Job Response out.
-    BookJob,
-    /// The Appointment Search interface: an Appointment Search Object in, open slots out.
-    AppointmentSearch,
-}
+pub use crate::contract::RouteKind;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {

@@ -10,8 +10,8 @@
 
 use super::manifest::PluginManifest;
 use super::{LoadedPlugin, PluginIdent};
+use crate::contract::bindings::{appointments, followup};
 use crate::runtime::PluginRuntime;
-use crate::runtime::bindings::{appointments, followup};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -178,21 +178,23 @@ pub fn load_hashed(
         return Err(LoadError::NoExports(ident));
     }
     Ok(LoadedPlugin {
-        ident: Arc::new(ident),
+        prepared: crate::runtime::Prepared {
+            ident: Arc::new(ident),
+            pre,
+            book,
+            search,
+            limits: manifest.limits,
+            config: Arc::new(manifest.values(name).map_err(LoadError::Secret)?),
+            kv: manifest.kv,
+            http: manifest.http.clone().map(Arc::new),
+            slots: tokio::sync::Semaphore::new(manifest.limits.max_concurrency as usize),
+            reuse_instances: manifest.reuse_instances.max(1),
+            warm: Default::default(),
+        },
         wit_version,
-        pre,
-        book,
-        search,
-        limits: manifest.limits,
-        config: Arc::new(manifest.values(name).map_err(LoadError::Secret)?),
-        kv: manifest.kv,
-        http: manifest.http.clone().map(Arc::new),
-        slots: tokio::sync::Semaphore::new(manifest.limits.max_concurrency as usize),
         hash,
         bytes,
         native: None,
-        reuse_instances: manifest.reuse_instances.max(1),
-        warm: Default::default(),
     })
 }
 

@@ -3,29 +3,14 @@
 pub mod history;
 pub mod loader;
 pub mod manifest;
+pub mod native;
 pub mod registry;
 
-use crate::runtime::bindings::{appointments, followup};
-use crate::runtime::sandbox::Limits;
-use crate::runtime::state::PluginState;
-use std::collections::HashMap;
+pub use crate::runtime::Prepared;
 use std::path::PathBuf;
 use std::sync::Arc;
-use wasmtime::component::InstancePre;
 
-/// Names a plugin version in logs and error bodies: `name@version`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginIdent {
-    pub name: String,
-    /// `sha256:` and the first 12 hex digits of the component's hash.
-    pub version: String,
-}
-
-impl std::fmt::Display for PluginIdent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.name, self.version)
-    }
-}
+pub use crate::contract::PluginIdent;
 
 /// A plugin serving a kept version because its configured file was refused at start; the
 /// note stands until a deploy or rollback of the plugin succeeds.
@@ -40,25 +25,14 @@ pub struct Degraded {
     pub reason: String,
 }
 
-/// A plugin version compiled once and pre-instantiated once; every request instantiates
-/// it afresh in its own `Store` (see [`crate::runtime::PluginRuntime`]).
+/// A plugin version as the host keeps it: what the runtime calls ([`Prepared`], which this
+/// dereferences to, so that `plugin.limits` reads as it says), and what only loading,
+/// rollback and the native baseline need.
 pub struct LoadedPlugin {
-    pub ident: Arc<PluginIdent>,
+    /// Compiled, pre-instantiated, with its limits and grants.
+    pub prepared: Prepared,
     /// The WIT package version the component was built for.
     pub wit_version: String,
-    pub pre: InstancePre<PluginState>,
-    /// Present when the component exports the `followup` interface (book-job routes).
-    pub book: Option<followup::GuestIndices>,
-    /// Present when the component exports the `appointments` interface (search routes).
-    pub search: Option<appointments::GuestIndices>,
-    pub limits: Limits,
-    pub config: Arc<HashMap<String, String>>,
-    /// Whether the plugin may use the key-value store.
-    pub kv: bool,
-    /// The origins the plugin may call over HTTP, and the limits of those calls.
-    pub http: Option<Arc<crate::runtime::outbound::HttpGrant>>,
-    /// Bounds the calls of this plugin in flight (`max_concurrency`).
-    pub slots: tokio::sync::Semaphore,
     /// The component's SHA-256 in hex (the version is its first 12 digits).
     pub hash: String,
     /// The component itself, kept for rollback once this version is replaced.
@@ -66,11 +40,14 @@ pub struct LoadedPlugin {
     /// The same rules compiled into the host, when an embedding program registered them
     /// ([`crate::App::with_native`]): requests call them directly instead of the
     /// component (the native baseline of the benchmarks).
-    pub native: Option<crate::runtime::native::NativeRules>,
-    /// Requests one instance may serve (`reuse_instances`; 1: a fresh instance each).
-    pub reuse_instances: u32,
-    /// Idle instances kept for reuse, per route; empty unless `reuse_instances` > 1.
-    pub warm: crate::runtime::WarmPool,
+    pub native: Option<native::NativeRules>,
+}
+
+impl std::ops::Deref for LoadedPlugin {
+    type Target = Prepared;
+    fn deref(&self) -> &Prepared {
+        &self.prepared
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {

@@ -69,7 +69,7 @@ impl CompileCache {
         hash: &str,
         bytes: &[u8],
     ) -> wasmtime::Result<Component> {
-        if let Some(c) = super::lock(&self.compiled).get(hash) {
+        if let Some(c) = lock(&self.compiled).get(hash) {
             self.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(c.clone());
         }
@@ -92,7 +92,7 @@ impl CompileCache {
                 deserialize(engine, &artefact)?
             }
         };
-        let mut cache = super::lock(&self.compiled);
+        let mut cache = lock(&self.compiled);
         if cache.len() >= MAX_CACHED_COMPONENTS {
             cache.clear();
         }
@@ -185,3 +185,8 @@ fn checksum(mut file: std::fs::File) -> std::io::Result<String> {
 
 /// Bound on compiled components kept in memory; past it the cache starts over.
 const MAX_CACHED_COMPONENTS: usize = 64;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // What the mutex guards holds no invariant a panicking holder could break.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,9 +1,10 @@
 //! Why a plugin call produced no answer: the failure kinds (each a stable error `type` once
 //! the HTTP layer maps it) and the sorting of a failed call's error into one of them.
 
+use super::prepared::Prepared;
 use super::sandbox;
 use super::state::PluginState;
-use crate::plugin::{LoadedPlugin, PluginIdent};
+use crate::contract::PluginIdent;
 use std::sync::Arc;
 use wasmtime::Trap;
 
@@ -46,11 +47,7 @@ impl std::fmt::Display for PluginFailure {
     }
 }
 
-pub(super) fn failure(
-    plugin: &LoadedPlugin,
-    kind: FailureKind,
-    cause: impl Into<String>,
-) -> PluginFailure {
+pub fn failure(plugin: &Prepared, kind: FailureKind, cause: impl Into<String>) -> PluginFailure {
     PluginFailure {
         kind,
         plugin: plugin.ident.clone(),
@@ -59,7 +56,7 @@ pub(super) fn failure(
 }
 
 /// Sorts a failed call into a [`FailureKind`] and logs the guest's backtrace.
-pub(super) fn classify(
+pub fn classify(
     ident: &Arc<PluginIdent>,
     limits: &sandbox::Limits,
     state: &PluginState,

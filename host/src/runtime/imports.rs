@@ -2,8 +2,8 @@
 //! the key-value store (when granted). They are plain Rust and are tested without Wasm; the
 //! store's semantics live in [`crate::store::kv`].
 
-use super::bindings::{config, kv, log, types};
 use super::state::PluginState;
+use crate::contract::bindings::{config, kv, log, types};
 use crate::store::kv::KvError;
 
 impl types::Host for PluginState {}
@@ -99,7 +99,7 @@ impl kv::Host for PluginState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::PluginIdent;
+    use crate::contract::PluginIdent;
     use crate::runtime::output::GuestOutput;
     use crate::runtime::sandbox::{Limiter, Limits};
     use std::collections::HashMap;

@@ -12,23 +12,22 @@
 //! - [`deadline`]: deadlines and the runaway throttle; [`cache`]: compiled components;
 //! - [`state`]: the per-call state; [`imports`], [`outbound`], [`output`]: host services;
 //! - [`failure`]: why a call produced no answer; [`stats`]: what a call used;
-//! - [`warm`]: warm instances; [`native`]: the native baseline.
+//! - [`warm`]: warm instances.
 
-pub mod bindings;
 pub mod cache;
 pub mod deadline;
 pub mod engine;
 pub mod failure;
 pub mod imports;
-pub mod native;
 pub mod outbound;
 pub mod output;
+pub mod prepared;
 pub mod sandbox;
 pub mod state;
 pub mod stats;
 pub mod warm;
 
-use crate::plugin::{LoadedPlugin, PluginIdent};
+use crate::contract::{PluginIdent, bindings};
 use bindings::types::{
     AppointmentSearch, AppointmentSearchResponse, BookJob, BookJobResponse, BookingError,
     RequestContext,
@@ -36,13 +35,14 @@ use bindings::types::{
 pub use failure::{FailureKind, PluginFailure};
 use failure::{classify, failure};
 use output::GuestOutput;
+pub use prepared::Prepared;
 use sandbox::{Limiter, RuntimeConfig};
 use state::PluginState;
 pub use state::Services;
 pub use stats::CallStats;
 use stats::Observer;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 pub use warm::WarmPool;
@@ -145,7 +145,7 @@ impl PluginRuntime {
     /// Calls the plugin's `book` export.
     pub async fn book(
         &self,
-        plugin: &LoadedPlugin,
+        plugin: &Prepared,
         ctx: &RequestContext,
         job: &BookJob,
         services: Services,
@@ -174,7 +174,7 @@ impl PluginRuntime {
     /// Calls the plugin's `search` export.
     pub async fn search(
         &self,
-        plugin: &LoadedPlugin,
+        plugin: &Prepared,
         ctx: &RequestContext,
         query: &AppointmentSearch,
         services: Services,
@@ -212,7 +212,7 @@ impl PluginRuntime {
     ///   only if the call succeeded, hit no limit and has uses left, else drop it.
     async fn run<R>(
         &self,
-        plugin: &LoadedPlugin,
+        plugin: &Prepared,
         ctx: &RequestContext,
         services: Services,
         call: impl AsyncFnOnce(&mut Store<PluginState>, &mut Loaded) -> wasmtime::Result<R>,
@@ -417,11 +417,6 @@ impl PluginRuntime {
         state.host_calls = state::HostCalls::default();
         self.throttle.arm(store, limits, deadline, self.fuel);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The cache holds no invariant a panicking holder could break.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Logs what the guest wrote, one log event per entry, tagged with plugin, version and

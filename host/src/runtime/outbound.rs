@@ -11,7 +11,7 @@
 //! in host buffers charged to the call (see [`HTTP_BODY_BUFFER_BYTES`]).
 
 use super::sandbox::{HTTP_BODY_BUFFER_BYTES, HTTP_BODY_CHUNK_BYTES};
-use crate::plugin::PluginIdent;
+use crate::contract::PluginIdent;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;

@@ -5,7 +5,7 @@
 //! plugin keeps booking, and the host holds and logs a bounded amount for it.
 
 use super::sandbox::LOG_ENTRY_BYTES;
-use crate::plugin::PluginIdent;
+use crate::contract::PluginIdent;
 use bytes::Bytes;
 use std::io;
 use std::pin::Pin;

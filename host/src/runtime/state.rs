@@ -4,7 +4,7 @@
 use super::outbound::OutboundPolicy;
 use super::output::GuestOutput;
 use super::sandbox::Limiter;
-use crate::plugin::PluginIdent;
+use crate::contract::PluginIdent;
 use crate::store::kv::KvSession;
 use std::collections::HashMap;
 use std::sync::Arc;

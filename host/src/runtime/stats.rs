@@ -1,13 +1,14 @@
 //! What one plugin call used against its limits, told to an observer (`followup plugin
 //! run` reports from it).
 
-use super::{sandbox, state};
-use crate::plugin::PluginIdent;
+use super::sandbox;
+use super::state;
+use crate::contract::PluginIdent;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Told about every plugin call.
-pub(super) type Observer = Box<dyn Fn(&CallStats) + Send + Sync>;
+pub type Observer = Box<dyn Fn(&CallStats) + Send + Sync>;
 
 /// What one plugin call used, against its limits.
 #[derive(Debug, Clone)]

@@ -1,26 +1,26 @@
 //! Warm instances (`reuse_instances = N`): an instance that served a call without failing
 //! goes back to a pool of its plugin version for its route, and serves up to N calls.
 
-use super::bindings;
 use super::state::PluginState;
+use crate::contract::bindings;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use wasmtime::Store;
 use wasmtime::component::Instance;
 
 /// An instance with the typed exports looked up so far.
-pub(super) struct Loaded {
-    pub(super) instance: Instance,
-    pub(super) book: Option<bindings::followup::Guest>,
-    pub(super) search: Option<bindings::appointments::Guest>,
+pub struct Loaded {
+    pub instance: Instance,
+    pub book: Option<bindings::followup::Guest>,
+    pub search: Option<bindings::appointments::Guest>,
 }
 
 /// An instance kept for reuse with its `Store`.
-pub(super) struct Warm {
-    pub(super) store: Store<PluginState>,
-    pub(super) loaded: Loaded,
+pub struct Warm {
+    pub store: Store<PluginState>,
+    pub loaded: Loaded,
     /// Calls it has served.
-    pub(super) served: u32,
+    pub served: u32,
 }
 
 /// Idle warm instances of one plugin version, per route: an instance only ever serves the
@@ -40,14 +40,14 @@ impl std::fmt::Debug for WarmPool {
 }
 
 impl WarmPool {
-    pub(super) fn take(&self, route: &str) -> Option<Warm> {
-        super::lock(&self.idle).get_mut(route)?.pop()
+    pub fn take(&self, route: &str) -> Option<Warm> {
+        lock(&self.idle).get_mut(route)?.pop()
     }
 
     /// Keeps `warm` for `route`, unless `max` instances of the route already wait (each
     /// idle instance holds a slot of the pooling allocator).
-    pub(super) fn put(&self, route: &str, warm: Warm, max: usize) {
-        let mut idle = super::lock(&self.idle);
+    pub fn put(&self, route: &str, warm: Warm, max: usize) {
+        let mut idle = lock(&self.idle);
         let list = match idle.get_mut(route) {
             Some(list) => list,
             None => idle.entry(route.to_string()).or_default(),
@@ -59,6 +59,11 @@ impl WarmPool {
 
     /// Idle instances, all routes together.
     pub fn idle_count(&self) -> usize {
-        super::lock(&self.idle).values().map(Vec::len).sum()
+        lock(&self.idle).values().map(Vec::len).sum()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // What the mutex guards holds no invariant a panicking holder could break.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

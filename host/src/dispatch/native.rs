@@ -9,13 +9,14 @@
 //! ([`crate::App::with_native`]); operators deploy components. The load script and the
 //! benchmarks use it to measure what isolation costs.
 
-use super::output::GuestOutput;
-use super::state::{HostCalls, Services};
+use crate::contract::RouteKind;
 use crate::contract::types as host;
 use crate::contract::{self, Problem};
 use crate::error::{ApiError, ErrorKind};
-use crate::http::routes::RouteKind;
 use crate::plugin::LoadedPlugin;
+pub use crate::plugin::native::NativeRules;
+use crate::runtime::output::GuestOutput;
+use crate::runtime::state::{HostCalls, Services};
 use crate::store::kv::{KvError, KvSession};
 use followup_sdk as sdk;
 use serde_json::Value;
@@ -23,38 +24,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-
-type BookFn =
-    fn(sdk::RequestContext, sdk::BookJob) -> Result<sdk::BookJobResponse, sdk::BookingError>;
-type SearchFn = fn(
-    sdk::RequestContext,
-    sdk::AppointmentSearch,
-) -> Result<sdk::AppointmentSearchResponse, sdk::BookingError>;
-
-/// A plugin's entry points, compiled into the host.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NativeRules {
-    pub book: Option<BookFn>,
-    pub search: Option<SearchFn>,
-}
-
-impl NativeRules {
-    /// The rules of a plugin type that books.
-    pub fn booking<P: sdk::BookingPlugin>() -> Self {
-        NativeRules {
-            book: Some(P::book),
-            search: None,
-        }
-    }
-
-    /// These rules, answering searches with `P` too.
-    pub fn with_search<P: sdk::SearchPlugin>(self) -> Self {
-        NativeRules {
-            search: Some(P::search),
-            ..self
-        }
-    }
-}
 
 /// What a natively called plugin may use: the same services a component's imports reach.
 struct NativeHost {
@@ -230,7 +199,7 @@ pub fn answer(
                 "the native rules' services were still in use after the call",
             )
         })?;
-    super::output::log_output(&plugin.ident, &ctx.request_id, &native.output);
+    crate::runtime::output::log_output(&plugin.ident, &ctx.request_id, &native.output);
     // The SDK's copy of the codec has its own error type.
     let encoded = encoded.map_err(|e| match e {
         sdk::json::WriteError::Invalid(e) => {

@@ -1,0 +1,45 @@
+//! A plugin version as the runtime calls it: compiled once and pre-instantiated once, with
+//! its limits, grants and instance slots. Every call instantiates it afresh in its own
+//! `Store` (or takes a warm instance, see [`super::warm`]).
+
+use super::outbound::HttpGrant;
+use super::sandbox::Limits;
+use super::state::PluginState;
+use super::warm::WarmPool;
+use crate::contract::PluginIdent;
+use crate::contract::bindings::{appointments, followup};
+use std::collections::HashMap;
+use std::sync::Arc;
+use wasmtime::component::InstancePre;
+
+pub struct Prepared {
+    pub ident: Arc<PluginIdent>,
+    pub pre: InstancePre<PluginState>,
+    /// Present when the component exports the `followup` interface (book-job routes).
+    pub book: Option<followup::GuestIndices>,
+    /// Present when the component exports the `appointments` interface (search routes).
+    pub search: Option<appointments::GuestIndices>,
+    pub limits: Limits,
+    pub config: Arc<HashMap<String, String>>,
+    /// Whether the plugin may use the key-value store.
+    pub kv: bool,
+    /// The origins the plugin may call over HTTP, and the limits of those calls.
+    pub http: Option<Arc<HttpGrant>>,
+    /// Bounds the calls of this plugin in flight (`max_concurrency`).
+    pub slots: tokio::sync::Semaphore,
+    /// Requests one instance may serve (`reuse_instances`; 1: a fresh instance each).
+    pub reuse_instances: u32,
+    /// Idle instances kept for reuse, per route; empty unless `reuse_instances` > 1.
+    pub warm: WarmPool,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("ident", &self.ident)
+            .field("book", &self.book.is_some())
+            .field("search", &self.search.is_some())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}

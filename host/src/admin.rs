@@ -4,6 +4,7 @@
 //! Every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`, the
 //! token coming from the environment (`[admin] token_env`), compared in constant time.
 
+pub use crate::config::AdminConfig;
 use crate::metrics::escape;
 use crate::plugin::history::Trigger;
 use crate::plugin::loader::MAX_REASON_BYTES;
@@ -15,30 +16,8 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 use serde_json::json;
-use std::net::SocketAddr;
 use std::sync::Arc;
-
-/// `[admin]` in the config.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    /// Where the admin API listens. Default `127.0.0.1:8081` (loopback only).
-    pub listen: SocketAddr,
-    /// Environment variable holding the bearer token. Default `FOLLOWUP_ADMIN_TOKEN`; when
-    /// it is unset or empty the admin API is not started.
-    pub token_env: String,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            token_env: "FOLLOWUP_ADMIN_TOKEN".into(),
-        }
-    }
-}
 
 /// Largest component the admin API accepts. Components are a few hundred KB to a few MB.
 const MAX_UPLOAD_BYTES: usize = 64 << 20;

@@ -2,7 +2,6 @@
 //! Every setting has a documented default; unknown keys are refused so that a typo never
 //! silently falls back to a default.
 
-use crate::admin::AdminConfig;
 use crate::error::StatusMode;
 use crate::http::auth::TokenConfig;
 use crate::http::limits::InputLimits;
@@ -267,6 +266,26 @@ pub fn locate_example_plugin() -> PathBuf {
     match beside_exe {
         Some(path) if path.exists() => path,
         _ => from_cwd,
+    }
+}
+
+/// `[admin]` in the config.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where the admin API listens. Default `127.0.0.1:8081` (loopback only).
+    pub listen: SocketAddr,
+    /// Environment variable holding the bearer token. Default `FOLLOWUP_ADMIN_TOKEN`; when
+    /// it is unset or empty the admin API is not started.
+    pub token_env: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            token_env: "FOLLOWUP_ADMIN_TOKEN".into(),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`scaffold`]: `followup plugin new`, plugin projects from templates;
 //! - [`config`]: the TOML configuration and its defaults;
 //! - [`http`]: the HTTP surface (routes, token check, request handling);
+//! - [`journal`]: bookings that happen once (the idempotency journal);
 //! - [`files`]: files written whole or not at all;
 //! - [`logging`]: the host's log, which plugins cannot forge;
 //! - [`error`]: the Standard Response Object and the one status mapping;
@@ -29,6 +30,7 @@ pub mod dispatch;
 pub mod error;
 pub mod files;
 pub mod http;
+pub mod journal;
 pub mod logging;
 pub mod metrics;
 pub mod plugin;
@@ -71,12 +73,8 @@ pub struct App {
     degraded: Mutex<BTreeMap<String, plugin::Degraded>>,
     /// Plugins' key-value data and the idempotency journal.
     pub store: store::SharedStore,
-    /// Bookings running now, by idempotency key.
-    pub in_flight: http::journal::InFlight,
-    /// Per-plugin locks of the store's namespaces.
-    pub namespaces: http::journal::Namespaces,
-    /// How long completed bookings stay in the journal.
-    pub journal_retention: std::time::Duration,
+    /// The idempotency journal: bookings that happen once.
+    pub journal: Arc<journal::Journal>,
     pub status_mode: StatusMode,
     pub max_body_bytes: usize,
     pub limits: http::limits::InputLimits,
@@ -187,12 +185,14 @@ impl App {
             history,
             swapping: Mutex::default(),
             degraded: Mutex::new(degraded),
-            store,
-            in_flight: http::journal::InFlight::default(),
-            namespaces: http::journal::Namespaces::new(config.plugins.keys()),
-            journal_retention: std::time::Duration::from_secs(
-                config.store.journal_retention_hours.saturating_mul(3600),
-            ),
+            store: store.clone(),
+            journal: Arc::new(journal::Journal::new(
+                store,
+                config.plugins.keys(),
+                std::time::Duration::from_secs(
+                    config.store.journal_retention_hours.saturating_mul(3600),
+                ),
+            )),
             status_mode: config.status_mode,
             max_body_bytes: config.max_body_bytes,
             limits: config.limits,
@@ -596,25 +596,9 @@ pub enum DeployError {
 }
 
 impl App {
-    /// Removes journal records past their retention, now and then every hour, for as long
-    /// as the app lives.
-    pub fn prune_journal_periodically(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let app = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
-            loop {
-                every.tick().await;
-                let Some(app) = app.upgrade() else { return };
-                let before = store::now().saturating_sub(app.journal_retention.as_secs());
-                let store = app.store.clone();
-                drop(app);
-                match tokio::task::spawn_blocking(move || store.prune(before)).await {
-                    Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "journal pruned"),
-                    Ok(Err(e)) => tracing::warn!("journal pruning failed: {e}"),
-                    _ => {}
-                }
-            }
-        })
+    /// Removes journal records past their retention, now and then every hour.
+    pub fn prune_journal_periodically(&self) -> tokio::task::JoinHandle<()> {
+        self.journal.prune_periodically()
     }
 }
 

@@ -24,7 +24,6 @@
 //! refusal of the body itself (413, 408).
 
 pub mod auth;
-pub mod journal;
 pub mod limits;
 pub mod routes;
 
@@ -32,6 +31,7 @@ use crate::App;
 use crate::contract::types::RequestContext;
 use crate::contract::{self, Problem};
 use crate::error::{ApiError, ErrorKind};
+use crate::journal::Booked;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -170,9 +170,9 @@ async fn serve<'a>(
         claims,
     };
     match route.kind {
-        RouteKind::BookJob => match journal::book(app, &plugin, &ctx, &json).await? {
-            journal::Booked::Ran(bytes) => Ok(json_response(bytes)),
-            journal::Booked::Replayed(done) => {
+        RouteKind::BookJob => match app.journal.book(&app.runtime, &plugin, &ctx, &json).await? {
+            Booked::Ran(bytes) => Ok(json_response(bytes)),
+            Booked::Replayed(done) => {
                 seen.replayed = true;
                 let mut response = json_response(done.response);
                 let headers = response.headers_mut();
@@ -615,7 +615,7 @@ pub fn idempotency_key(route: &str, work_order_id: Option<&str>, body: &Value) -
     let mut into_hash = HashWriter(&mut hasher);
     // Writing a `Value` into a sink that cannot fail cannot fail.
     let _ = serde_json::to_writer(&mut into_hash, body);
-    hex(&hasher.finalize())
+    crate::text::hex(&hasher.finalize())
 }
 
 /// An `io::Write` that feeds a SHA-256.
@@ -629,17 +629,6 @@ impl std::io::Write for HashWriter<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// Lowercase hex of `bytes`, without a formatter call per byte (this runs per request).
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 /// The caller's `x-request-id` when it is short printable ASCII, else a new one.

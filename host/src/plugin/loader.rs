@@ -202,7 +202,7 @@ pub fn load_hashed(
 /// digits: it changes with every rebuild that changes the code, and is the same on every
 /// host.
 pub fn content_hash(bytes: &[u8]) -> String {
-    crate::http::hex(&Sha256::digest(bytes))
+    crate::text::hex(&Sha256::digest(bytes))
 }
 
 #[derive(Debug, Default)]

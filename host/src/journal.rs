@@ -12,18 +12,20 @@
 //!
 //! A crash before the commit leaves nothing behind (the retry runs the plugin again and
 //! its store writes happen once); a crash after it leaves the record, which the retry gets.
+//! Records older than the retention are pruned ([`Journal::prune_periodically`]).
 
-use super::RouteKind;
-use crate::App;
+use crate::contract::RouteKind;
 use crate::contract::types::RequestContext;
 use crate::error::{ApiError, ErrorKind};
 use crate::plugin::LoadedPlugin;
+use crate::runtime::PluginRuntime;
 use crate::runtime::Services;
 use crate::store::kv::KvSession;
 use crate::store::{Batch, Commit, Recorded, SharedStore, StoreError};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::sync::{RwLock, watch};
 
 /// Attempts that commit optimistically before one runs with its namespace held.
@@ -39,12 +41,12 @@ pub enum Booked {
 /// Bookings running in this host, by idempotency key, so that a duplicate waits for the
 /// first instead of running beside it.
 #[derive(Debug, Default)]
-pub struct InFlight {
+struct InFlight {
     running: Mutex<HashMap<String, watch::Sender<()>>>,
 }
 
 /// Held by the booking that runs a key; dropping it wakes the duplicates.
-pub struct Claim<'a> {
+struct Claim<'a> {
     in_flight: &'a InFlight,
     key: String,
 }
@@ -78,12 +80,12 @@ impl InFlight {
 /// Per-namespace locks: optimistic commits share them, an exclusive attempt holds one
 /// alone from its run to its commit.
 #[derive(Debug, Default)]
-pub struct Namespaces {
+struct Namespaces {
     locks: HashMap<String, RwLock<()>>,
 }
 
 impl Namespaces {
-    pub fn new<'a>(names: impl IntoIterator<Item = &'a String>) -> Namespaces {
+    fn new<'a>(names: impl IntoIterator<Item = &'a String>) -> Namespaces {
         Namespaces {
             locks: names
                 .into_iter()
@@ -116,9 +118,76 @@ async fn lookup(store: &SharedStore, key: &str) -> Result<Option<Recorded>, ApiE
     blocking(store, move || s.recorded(&key)).await
 }
 
-/// Books `json` through `plugin` at most once per idempotency key (see the module doc).
-pub async fn book(
-    app: &App,
+/// The journal of one host: its store, the bookings running, the namespace locks and the
+/// retention.
+pub struct Journal {
+    store: SharedStore,
+    in_flight: InFlight,
+    namespaces: Namespaces,
+    retention: Duration,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// A journal in `store` for the plugins named `plugins`, keeping records `retention`.
+    pub fn new<'a>(
+        store: SharedStore,
+        plugins: impl IntoIterator<Item = &'a String>,
+        retention: Duration,
+    ) -> Journal {
+        Journal {
+            store,
+            in_flight: InFlight::default(),
+            namespaces: Namespaces::new(plugins),
+            retention,
+        }
+    }
+
+    /// Removes records past their retention, now and then every hour, for as long as the
+    /// journal lives.
+    pub fn prune_periodically(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let journal = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                let Some(journal) = journal.upgrade() else {
+                    return;
+                };
+                let before = crate::store::now().saturating_sub(journal.retention.as_secs());
+                let store = journal.store.clone();
+                drop(journal);
+                match tokio::task::spawn_blocking(move || store.prune(before)).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "journal pruned"),
+                    Ok(Err(e)) => tracing::warn!("journal pruning failed: {e}"),
+                    _ => {}
+                }
+            }
+        })
+    }
+
+    /// Books `json` through `plugin` at most once per idempotency key (see the module doc).
+    pub async fn book(
+        &self,
+        runtime: &PluginRuntime,
+        plugin: &LoadedPlugin,
+        ctx: &RequestContext,
+        json: &Value,
+    ) -> Result<Booked, ApiError> {
+        book(self, runtime, plugin, ctx, json).await
+    }
+}
+
+async fn book(
+    app: &Journal,
+    runtime: &PluginRuntime,
     plugin: &LoadedPlugin,
     ctx: &RequestContext,
     json: &Value,
@@ -154,15 +223,9 @@ pub async fn book(
                 .kv
                 .then(|| KvSession::new(app.store.clone(), name, true)),
         };
-        let (bytes, services) = crate::dispatch::answer(
-            &app.runtime,
-            plugin,
-            RouteKind::BookJob,
-            ctx,
-            json,
-            services,
-        )
-        .await?;
+        let (bytes, services) =
+            crate::dispatch::answer(runtime, plugin, RouteKind::BookJob, ctx, json, services)
+                .await?;
         let record = Recorded {
             key: key.clone(),
             route: ctx.route.clone(),

@@ -3,7 +3,7 @@
 //! would load it) and `followup plugin run` (one request through exactly the production
 //! path and limits, with a report of what it used).
 
-use crate::App;
+use crate::app::App;
 use crate::config::{Config, RouteConfig};
 use crate::http::routes::RouteKind;
 use crate::plugin::loader::{self, HOST_WIT_VERSION};

@@ -23,6 +23,7 @@ use crate::runtime::Services;
 use crate::store::kv::KvSession;
 use crate::store::{Batch, Commit, Recorded, SharedStore, StoreError};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -116,6 +117,35 @@ async fn blocking<T: Send + 'static>(
 async fn lookup(store: &SharedStore, key: &str) -> Result<Option<Recorded>, ApiError> {
     let (s, key) = (store.clone(), key.to_string());
     blocking(store, move || s.recorded(&key)).await
+}
+
+/// Equal for retries of the same booking: SHA-256 over the route, the WorkOrderID and the
+/// canonical body (object keys sorted, no insignificant white space).
+pub fn idempotency_key(route: &str, work_order_id: Option<&str>, body: &Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update([0]);
+    hasher.update(work_order_id.unwrap_or("").as_bytes());
+    hasher.update([0]);
+    // serde_json's map is ordered by key, so this serialisation is canonical. It is
+    // written straight into the hash, never held as a string.
+    let mut into_hash = HashWriter(&mut hasher);
+    // Writing a `Value` into a sink that cannot fail cannot fail.
+    let _ = serde_json::to_writer(&mut into_hash, body);
+    crate::text::hex(&hasher.finalize())
+}
+
+/// An `io::Write` that feeds a SHA-256.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The journal of one host: its store, the bookings running, the namespace locks and the
@@ -269,4 +299,38 @@ async fn book(
         ),
     )
     .for_plugin(&plugin.ident))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_key_ignores_key_order_and_white_space() {
+        let a: Value = serde_json::from_str(r#"{"A":1,"B":{"x":[1,2]}}"#).unwrap();
+        let b: Value = serde_json::from_str("{ \"B\": {\"x\": [1, 2]},\n \"A\": 1 }").unwrap();
+        assert_eq!(
+            idempotency_key("r", Some("1"), &a),
+            idempotency_key("r", Some("1"), &b)
+        );
+        assert_ne!(
+            idempotency_key("r", Some("1"), &a),
+            idempotency_key("r", Some("2"), &a)
+        );
+        assert_ne!(
+            idempotency_key("r", Some("1"), &a),
+            idempotency_key("q", Some("1"), &a)
+        );
+        assert_eq!(idempotency_key("r", None, &a).len(), 64);
+        // Keys already in journals stay valid: SHA-256 of route, 0, id, 0, compact JSON.
+        let mut plain = Sha256::new();
+        plain.update(b"r\x001\x00");
+        plain.update(a.to_string().as_bytes());
+        let expected: String = plain
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(idempotency_key("r", Some("1"), &a), expected);
+    }
 }

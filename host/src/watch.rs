@@ -9,7 +9,7 @@
 //! early or a damaged file is refused by the admission gate and the serving version stays.
 //! Changes to one path within `debounce_ms` of each other are loaded once.
 
-use crate::App;
+use crate::app::App;
 use crate::metrics::Trigger;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher as _};

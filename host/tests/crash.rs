@@ -171,7 +171,7 @@ fn a_killed_host_loses_no_answered_booking_and_books_nothing_twice() {
             unreachable!()
         };
         let key =
-            followup_host::http::idempotency_key("followup", Some(&format!("WO-{n}")), &parsed);
+            followup_host::journal::idempotency_key("followup", Some(&format!("WO-{n}")), &parsed);
         if journal.get(&key) != Some(order) {
             missing.push((n, order.clone(), journal.get(&key).cloned()));
         }

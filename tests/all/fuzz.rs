@@ -13,8 +13,8 @@
 use crate::support::example;
 use followup_host::contract::types::{AppointmentSearchResponse, BookJob, BookJobResponse};
 use followup_host::contract::{decode, encode};
+use followup_host::http::json::parse_body;
 use followup_host::http::limits::InputLimits;
-use followup_host::http::parse_body;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

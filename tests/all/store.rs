@@ -153,7 +153,7 @@ async fn a_failed_booking_is_not_recorded_and_its_retry_runs_again() {
     }
     assert_eq!(outcomes(&server, "capped", "slot-unavailable"), 2);
     assert_eq!(outcomes(&server, "capped", "replayed"), 0);
-    let key = followup_host::http::idempotency_key(
+    let key = followup_host::journal::idempotency_key(
         "capped",
         Some("WO-2"),
         &serde_json::from_str(&body).unwrap(),

@@ -95,7 +95,7 @@ async fn request(
     ctx: &RequestContext,
     body: &[u8],
 ) -> Vec<u8> {
-    let json = followup_host::http::parse_body(body, &app.limits).expect("valid body");
+    let json = followup_host::http::json::parse_body(body, &app.limits).expect("valid body");
     let services = Services {
         kv: Some(KvSession::new(
             app.store.clone(),

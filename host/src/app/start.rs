@@ -1,0 +1,189 @@
+//! Start-up: the version each plugin serves when the host starts (its configured file, the
+//! version a deploy left serving, or — when the file is refused — the newest kept version
+//! that serves), and the sample requests its later versions must answer.
+
+use crate::contract;
+use crate::error;
+use crate::http::routes::RouteKind;
+use crate::plugin;
+use crate::plugin::LoadedPlugin;
+use crate::plugin::history::History;
+use crate::runtime::PluginRuntime;
+use crate::text;
+use anyhow::{Context, bail};
+use std::sync::Arc;
+
+/// An admission sample: a request read from a file named in the plugin's manifest.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub file: String,
+    pub json: serde_json::Value,
+}
+
+/// The version a plugin serves at start.
+pub struct Start {
+    pub loaded: LoadedPlugin,
+    /// Set when the configured file was refused and a kept version serves instead.
+    pub degraded: Option<plugin::Degraded>,
+}
+
+/// Loads the version plugin `name` serves at start: its configured file, or the version
+/// that replaced that file before a restart; when the file is refused, the newest kept
+/// version that passes the same checks. Each must load and export what the plugin's
+/// `routes` (path and kind) need.
+pub fn load_configured(
+    runtime: &PluginRuntime,
+    history: &History,
+    name: &str,
+    manifest: &plugin::manifest::PluginManifest,
+    routes: &[(&str, RouteKind)],
+) -> anyhow::Result<Start> {
+    let candidate = |bytes: Arc<[u8]>, hash: String| -> anyhow::Result<LoadedPlugin> {
+        let loaded = plugin::loader::load_hashed(runtime, name, manifest, bytes, hash)?;
+        for (route, kind) in routes {
+            check_serves(&loaded, route, *kind)?;
+        }
+        Ok(loaded)
+    };
+    // Versions found not to serve, so that the fallback does not load them again.
+    let mut tried: Vec<String> = Vec::new();
+    let refusal = match std::fs::read(&manifest.path) {
+        Err(source) => anyhow::Error::from(plugin::loader::LoadError::Read {
+            name: name.to_string(),
+            path: manifest.path.display().to_string(),
+            source,
+        }),
+        Ok(bytes) => {
+            let hash = plugin::loader::content_hash(&bytes);
+            if let Some((kept_hash, kept)) = history.resume(name, &hash) {
+                let version = kept_hash[..12].to_string();
+                match candidate(kept, kept_hash.clone()) {
+                    Ok(loaded) => {
+                        tracing::info!(plugin = %loaded.ident, "serving the version deployed before the restart");
+                        return Ok(Start {
+                            loaded,
+                            degraded: None,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            plugin = name,
+                            version,
+                            "the version deployed before the restart does not load ({e}); serving {}",
+                            manifest.path.display()
+                        );
+                        tried.push(kept_hash);
+                    }
+                }
+            }
+            tried.push(hash.clone());
+            match candidate(Arc::from(bytes), hash) {
+                Ok(loaded) => {
+                    return Ok(Start {
+                        loaded,
+                        degraded: None,
+                    });
+                }
+                Err(e) => e,
+            }
+        }
+    };
+    let reason = text::one_line(&refusal.to_string(), plugin::loader::MAX_REASON_BYTES);
+    // A refused file is a refused candidate, whether it was published while the host ran
+    // (and refused by the watcher) or while it was down: the newest kept version that
+    // serves takes its place, as it would have kept serving without the restart.
+    let kept = history.kept(name);
+    for served in &kept {
+        if tried.contains(&served.hash) {
+            continue;
+        }
+        tried.push(served.hash.clone());
+        // `None`: damaged, and already logged as such.
+        let Some(bytes) = history.component(name, &served.hash) else {
+            continue;
+        };
+        match candidate(bytes, served.hash.clone()) {
+            Ok(loaded) => {
+                tracing::error!(
+                    plugin = name,
+                    refused = %manifest.path.display(),
+                    reason,
+                    serving = loaded.ident.version,
+                    "configured plugin file refused at start; serving the newest kept version that loads instead"
+                );
+                let degraded = plugin::Degraded {
+                    plugin: name.to_string(),
+                    version: loaded.ident.version.clone(),
+                    file: manifest.path.clone(),
+                    reason,
+                };
+                return Ok(Start {
+                    loaded,
+                    degraded: Some(degraded),
+                });
+            }
+            Err(e) => tracing::warn!(
+                plugin = name,
+                version = &served.hash[..12],
+                "kept version cannot serve either: {e}"
+            ),
+        }
+    }
+    bail!(
+        "plugin {name}: the configured file {} is refused ({reason}), and no kept version \
+         can serve instead ({})",
+        manifest.path.display(),
+        match kept.len() {
+            0 => "none is kept".to_string(),
+            1 => "the one kept does not".to_string(),
+            n => format!("none of the {n} kept does"),
+        }
+    )
+}
+
+/// Reads and checks the sample requests of plugin `name`: each must be a Book Job.
+pub fn read_samples(
+    name: &str,
+    manifest: &plugin::manifest::PluginManifest,
+) -> anyhow::Result<Vec<Sample>> {
+    manifest
+        .samples
+        .iter()
+        .map(|path| {
+            let file = path.display().to_string();
+            let text = std::fs::read(path)
+                .with_context(|| format!("plugin {name}: cannot read sample {file}"))?;
+            let json =
+                crate::http::json::parse_body(&text, &crate::http::limits::InputLimits::default())
+                    .map_err(|e| {
+                        anyhow::anyhow!("plugin {name}: sample {file}: {}", e.summary())
+                    })?;
+            contract::decode::<contract::types::BookJob>(&json).map_err(|problems| {
+                anyhow::anyhow!(
+                    "plugin {name}: sample {file} is not a valid Book Job: {}",
+                    error::ApiError::invalid(problems).summary()
+                )
+            })?;
+            Ok(Sample { file, json })
+        })
+        .collect()
+}
+
+/// Whether `plugin` exports what a route of `kind` needs.
+pub fn check_serves(plugin: &LoadedPlugin, route: &str, kind: RouteKind) -> anyhow::Result<()> {
+    let serves = match kind {
+        RouteKind::BookJob => plugin.book.is_some(),
+        RouteKind::AppointmentSearch => plugin.search.is_some(),
+    };
+    if !serves {
+        bail!(
+            "route {route}: plugin {} does not export {}",
+            plugin.ident,
+            match kind {
+                RouteKind::BookJob => "servicemobility:booking/followup (book)",
+                RouteKind::AppointmentSearch => "servicemobility:booking/appointments (search)",
+            }
+        );
+    }
+    Ok(())
+}

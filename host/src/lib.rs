@@ -3,8 +3,6 @@
 //!
 //! # Layout
 //! - [`admin`]: the admin API (plugins, deploy, rollback, health, metrics);
-//! - [`authoring`]: `followup plugin check|run` for plugin authors;
-//! - [`scaffold`]: `followup plugin new`, plugin projects from templates;
 //! - [`config`]: the TOML configuration and its defaults;
 //! - [`http`]: the HTTP surface (routes, token check, request handling);
 //! - [`journal`]: bookings that happen once (the idempotency journal);
@@ -19,11 +17,10 @@
 //! - [`store`]: plugins' key-value data and the idempotency journal (SQLite);
 //! - [`text`]: bounding and escaping text from plugins and clients;
 //! - [`watch`]: watching plugin files for new versions;
-//! - [`cli`]: the `followup` command line.
+//! - [`cli`]: the `followup` command line, with `plugin check|run|new` for plugin authors.
 
 pub mod admin;
 pub mod app;
-pub mod authoring;
 pub mod cli;
 pub mod config;
 pub mod contract;
@@ -36,7 +33,6 @@ pub mod logging;
 pub mod metrics;
 pub mod plugin;
 pub mod runtime;
-pub mod scaffold;
 pub mod server;
 pub mod store;
 pub mod text;

@@ -19,23 +19,23 @@ type Template = (&'static str, &'static str);
 const RUST: &[Template] = &[
     (
         "Cargo.toml",
-        include_str!("../templates/rust/Cargo.toml.tmpl"),
+        include_str!("../../templates/rust/Cargo.toml.tmpl"),
     ),
     (
         "src/lib.rs",
-        include_str!("../templates/rust/src/lib.rs.tmpl"),
+        include_str!("../../templates/rust/src/lib.rs.tmpl"),
     ),
     (
         "samples/book-job.json",
-        include_str!("../templates/rust/samples/book-job.json.tmpl"),
+        include_str!("../../templates/rust/samples/book-job.json.tmpl"),
     ),
     (
         "host.toml",
-        include_str!("../templates/rust/host.toml.tmpl"),
+        include_str!("../../templates/rust/host.toml.tmpl"),
     ),
     (
         "README.md",
-        include_str!("../templates/rust/README.md.tmpl"),
+        include_str!("../../templates/rust/README.md.tmpl"),
     ),
 ];
 
@@ -43,35 +43,35 @@ const RUST: &[Template] = &[
 /// at build time.
 const SAMPLE: Template = (
     "samples/book-job.json",
-    include_str!("../templates/rust/samples/book-job.json.tmpl"),
+    include_str!("../../templates/rust/samples/book-job.json.tmpl"),
 );
-const WIT: Template = ("wit/booking.wit", include_str!("../../wit/booking.wit"));
+const WIT: Template = ("wit/booking.wit", include_str!("../../../wit/booking.wit"));
 
 const PYTHON: &[Template] = &[
     (
         "rules.py",
-        include_str!("../templates/python/rules.py.tmpl"),
+        include_str!("../../templates/python/rules.py.tmpl"),
     ),
-    ("app.py", include_str!("../templates/python/app.py.tmpl")),
+    ("app.py", include_str!("../../templates/python/app.py.tmpl")),
     (
         "test_rules.py",
-        include_str!("../templates/python/test_rules.py.tmpl"),
+        include_str!("../../templates/python/test_rules.py.tmpl"),
     ),
     (
         "requirements.txt",
-        include_str!("../templates/python/requirements.txt.tmpl"),
+        include_str!("../../templates/python/requirements.txt.tmpl"),
     ),
     (
         "build.sh",
-        include_str!("../templates/python/build.sh.tmpl"),
+        include_str!("../../templates/python/build.sh.tmpl"),
     ),
     (
         "host.toml",
-        include_str!("../templates/python/host.toml.tmpl"),
+        include_str!("../../templates/python/host.toml.tmpl"),
     ),
     (
         "README.md",
-        include_str!("../templates/python/README.md.tmpl"),
+        include_str!("../../templates/python/README.md.tmpl"),
     ),
     SAMPLE,
     WIT,
@@ -80,23 +80,32 @@ const PYTHON: &[Template] = &[
 const JS: &[Template] = &[
     (
         "package.json",
-        include_str!("../templates/js/package.json.tmpl"),
+        include_str!("../../templates/js/package.json.tmpl"),
     ),
-    ("build.mjs", include_str!("../templates/js/build.mjs.tmpl")),
+    (
+        "build.mjs",
+        include_str!("../../templates/js/build.mjs.tmpl"),
+    ),
     (
         "src/rules.js",
-        include_str!("../templates/js/src/rules.js.tmpl"),
+        include_str!("../../templates/js/src/rules.js.tmpl"),
     ),
     (
         "src/app.js",
-        include_str!("../templates/js/src/app.js.tmpl"),
+        include_str!("../../templates/js/src/app.js.tmpl"),
     ),
     (
         "test/rules.test.mjs",
-        include_str!("../templates/js/test/rules.test.mjs.tmpl"),
+        include_str!("../../templates/js/test/rules.test.mjs.tmpl"),
     ),
-    ("host.toml", include_str!("../templates/js/host.toml.tmpl")),
-    ("README.md", include_str!("../templates/js/README.md.tmpl")),
+    (
+        "host.toml",
+        include_str!("../../templates/js/host.toml.tmpl"),
+    ),
+    (
+        "README.md",
+        include_str!("../../templates/js/README.md.tmpl"),
+    ),
     SAMPLE,
     WIT,
 ];

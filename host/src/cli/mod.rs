@@ -1,5 +1,9 @@
 //! The `followup` command line. `main` only parses arguments and calls in here.
 
+pub mod check;
+pub mod run;
+pub mod scaffold;
+
 use crate::config::{self, Config};
 use crate::{App, run};
 use anyhow::Context;
@@ -81,7 +85,7 @@ pub enum PluginAction {
         /// The plugin's name (lower-case letters, digits, '-').
         name: String,
         #[arg(long, value_enum, default_value = "rust")]
-        lang: crate::scaffold::Lang,
+        lang: scaffold::Lang,
         /// Where to create the project's directory.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -186,12 +190,12 @@ async fn plugin(action: PluginAction, admin: &str, token_env: &str) -> anyhow::R
             dir,
             sdk,
         } => {
-            let made = crate::scaffold::new_plugin(&name, lang, &dir, sdk.as_deref())?;
+            let made = scaffold::new_plugin(&name, lang, &dir, sdk.as_deref())?;
             println!(
                 "created {} ({lang:?}); next: its README.md, then\n  \
                  followup plugin run {} --config host.toml --book-job samples/book-job.json",
                 made.display(),
-                crate::scaffold::component_path(&name, lang)
+                scaffold::component_path(&name, lang)
             );
             return Ok(());
         }
@@ -201,7 +205,7 @@ async fn plugin(action: PluginAction, admin: &str, token_env: &str) -> anyhow::R
             plugin,
         } => {
             let (report, ok) = tokio::task::spawn_blocking(move || {
-                crate::authoring::check(&file, config.as_deref(), plugin.as_deref())
+                check::check(&file, config.as_deref(), plugin.as_deref())
             })
             .await??;
             print!("{report}");
@@ -216,14 +220,14 @@ async fn plugin(action: PluginAction, admin: &str, token_env: &str) -> anyhow::R
             config,
             plugin,
         } => {
-            let request = crate::authoring::RunRequest {
+            let request = run::RunRequest {
                 book_job,
                 search,
                 work_order_id,
                 config,
                 plugin,
             };
-            let (report, ok) = crate::authoring::run(&file, request).await?;
+            let (report, ok) = run::run(&file, request).await?;
             print!("{report}");
             anyhow::ensure!(ok, "not every request was answered 200");
             return Ok(());

@@ -342,6 +342,7 @@ pub mod kv {
 ///
 /// [`Host`]: native::Host
 #[cfg(not(target_arch = "wasm32"))]
+#[doc(hidden)]
 pub mod native {
     use crate::kv::KvError;
     use std::cell::RefCell;

@@ -7,16 +7,14 @@ pub mod start;
 
 use crate::config;
 use crate::config::Config;
-use crate::dispatch;
 use crate::error::StatusMode;
 use crate::http::auth::TokenPolicy;
 use crate::http::routes::{Route, RouteKind, RouteTable};
 use crate::journal;
 use crate::metrics;
 use crate::plugin;
+use crate::plugin::LoadedPlugin;
 use crate::plugin::history::History;
-use crate::plugin::{LoadedPlugin, PluginIdent};
-use crate::runtime;
 use crate::runtime::PluginRuntime;
 use crate::store;
 use anyhow::{Context, bail};
@@ -163,22 +161,24 @@ impl App {
         })
     }
 
-    /// Serves plugin `name` with `rules` compiled into the host instead of its component:
+    /// Serves plugin `name` with `rules` compiled into the host instead of its component
+    /// (builds with the `native-baseline` feature only):
     /// the native baseline the benchmarks compare the sandbox with (see
     /// [`dispatch::native`]). The plugin keeps its routes, grants, config and limits; its
     /// version reads `native`. A later deploy of `name` serves the component again.
+    #[cfg(feature = "native-baseline")]
     pub fn with_native(
         self,
         name: &str,
-        rules: dispatch::native::NativeRules,
+        rules: crate::dispatch::native::NativeRules,
     ) -> anyhow::Result<App> {
         let Some(current) = self.plugins.get(name) else {
             bail!("no plugin {name} is configured");
         };
         let c = &*current;
         let native = LoadedPlugin {
-            prepared: runtime::Prepared {
-                ident: Arc::new(PluginIdent {
+            prepared: crate::runtime::Prepared {
+                ident: Arc::new(plugin::PluginIdent {
                     name: name.to_string(),
                     version: "native".into(),
                 }),

@@ -1,8 +1,10 @@
 //! One operation on a plugin, the same for a route's request, an admission sample and
 //! `followup plugin run`: decode the parsed request into the contract's records, call the
-//! plugin (in its sandbox, or its rules compiled in: [`native`]), check the answer against
+//! plugin (in its sandbox, or — in a build with the `native-baseline` feature, for the
+//! benchmarks — its rules compiled in: `native`), check the answer against
 //! the contract and the plugin's limits, and encode it.
 
+#[cfg(feature = "native-baseline")]
 pub mod native;
 
 use crate::contract::types::{
@@ -29,15 +31,40 @@ pub async fn answer(
             .within(limit)
             .for_plugin(&plugin.ident)
     };
-    let (answer, used) = match (&plugin.native, kind) {
-        (Some(rules), _) => native::answer(rules, plugin, kind, ctx, json, services)?,
-        (None, RouteKind::BookJob) => {
+    // Encoding stops at the first byte over the limit: an answer too large is never
+    // held whole.
+    let encoded = |answer: Result<Vec<u8>, contract::codec::WriteError>| {
+        answer.map_err(|e| {
+            match e {
+                contract::codec::WriteError::TooLarge => ApiError::new(
+                    ErrorKind::PluginResponseTooLarge,
+                    format!(
+                        "plugin {} answered over its max_response_bytes of {limit}",
+                        plugin.ident
+                    ),
+                ),
+                contract::codec::WriteError::Invalid(e) => ApiError::new(
+                    ErrorKind::PluginBadResult,
+                    format!("plugin {} returned an invalid answer: {e}", plugin.ident),
+                ),
+            }
+            .for_plugin(&plugin.ident)
+        })
+    };
+    // The native baseline (benchmark builds only) answers with the rules compiled in.
+    #[cfg(feature = "native-baseline")]
+    if let Some(rules) = &plugin.native {
+        let (answer, used) = native::answer(rules, plugin, kind, ctx, json, services)?;
+        return Ok((encoded(answer)?, used));
+    }
+    let (answer, used) = match kind {
+        RouteKind::BookJob => {
             let job = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
             let (answer, used) = runtime.book(plugin, ctx, &job, services).await?;
             let response = answer.map_err(refused)?;
             (contract::to_vec::<BookJobResponse>(&response, limit), used)
         }
-        (None, RouteKind::AppointmentSearch) => {
+        RouteKind::AppointmentSearch => {
             let query = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
             let (answer, used) = runtime.search(plugin, ctx, &query, services).await?;
             let response = answer.map_err(refused)?;
@@ -47,23 +74,5 @@ pub async fn answer(
             )
         }
     };
-    // Encoding stops at the first byte over the limit: an answer too large is never
-    // held whole.
-    let bytes = answer.map_err(|e| {
-        match e {
-            contract::codec::WriteError::TooLarge => ApiError::new(
-                ErrorKind::PluginResponseTooLarge,
-                format!(
-                    "plugin {} answered over its max_response_bytes of {limit}",
-                    plugin.ident
-                ),
-            ),
-            contract::codec::WriteError::Invalid(e) => ApiError::new(
-                ErrorKind::PluginBadResult,
-                format!("plugin {} returned an invalid answer: {e}", plugin.ident),
-            ),
-        }
-        .for_plugin(&plugin.ident)
-    })?;
-    Ok((bytes, used))
+    Ok((encoded(answer)?, used))
 }

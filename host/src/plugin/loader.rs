@@ -194,6 +194,7 @@ pub fn load_hashed(
         wit_version,
         hash,
         bytes,
+        #[cfg(feature = "native-baseline")]
         native: None,
     })
 }

@@ -3,6 +3,7 @@
 pub mod history;
 pub mod loader;
 pub mod manifest;
+#[cfg(feature = "native-baseline")]
 pub mod native;
 pub mod registry;
 
@@ -40,6 +41,7 @@ pub struct LoadedPlugin {
     /// The same rules compiled into the host, when an embedding program registered them
     /// ([`crate::App::with_native`]): requests call them directly instead of the
     /// component (the native baseline of the benchmarks).
+    #[cfg(feature = "native-baseline")]
     pub native: Option<native::NativeRules>,
 }
 

@@ -1,7 +1,10 @@
 //! The one `bindgen!` of the host: Rust types and call glue for the `servicemobility:booking`
-//! WIT package. Import policy lives here: host services are plain synchronous functions
-//! (they never block), and exports are called asynchronously so that a guest's epoch
-//! deadline can yield to the tokio scheduler.
+//! WIT package. Import policy lives here: host services are plain synchronous functions,
+//! and exports are called asynchronously so that a guest's epoch deadline can yield to the
+//! tokio scheduler. Synchronous is not the same as instant: `kv` reads and listings query
+//! the store on the calling worker (with SQLite, a read-only connection whose pages are
+//! usually cached; a cold page is a disk read that holds the worker until it returns).
+//! Logging and config never wait.
 
 wasmtime::component::bindgen!({
     path: "../wit",

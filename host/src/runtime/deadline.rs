@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-/// A guest stuck outside Wasm code (none of today's host services can block) is still
-/// bounded: the whole call is abandoned this long after its deadline.
+/// A guest stuck outside Wasm code (in a WASI poll, or in a `kv` read waiting on the disk)
+/// is still bounded: the whole call is abandoned this long after its deadline.
 pub const DEADLINE_GRACE: Duration = Duration::from_millis(20);
 
 /// The throttle every call of one runtime shares.

@@ -7,6 +7,8 @@
 //! [`kv::KvSession`], so a backend implements no booking logic. SQLite ([`sqlite`]) is the
 //! default; nothing outside that module knows it is SQLite.
 
+#[cfg(test)]
+mod conformance;
 pub mod kv;
 pub mod memory;
 pub mod sqlite;

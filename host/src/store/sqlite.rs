@@ -294,7 +294,7 @@ fn commit_group(
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
     use std::sync::Arc;
 

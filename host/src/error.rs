@@ -234,6 +234,7 @@ impl ApiError {
                         value: cut(&p.value, REFUSAL.field),
                     })
                     .collect();
+                // Collecting in place can keep the plugin's whole list allocated.
                 invalid_params.shrink_to_fit();
                 let mut message = detail(&e.message);
                 if total > invalid_params.len() {

@@ -288,7 +288,11 @@ impl PluginRuntime {
             .data()
             .fuel_granted
             .and_then(|granted| Some(granted - store.get_fuel().ok()?));
-        let host_resources = store.data_mut().table.iter_mut().count();
+        // Counting the live resources walks the table: only for an observer.
+        let host_resources = match self.observer.get() {
+            Some(_) => store.data_mut().table.iter_mut().count(),
+            None => 0,
+        };
         let state = store.data();
         let (log_lines, log_bytes, dropped) = flush_output(state);
         tracing::debug!(

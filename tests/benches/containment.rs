@@ -4,16 +4,20 @@
 //! A host process (`followup-bench-host`, the production serving path, memory store) serves
 //! the amplifier guest's `many-parts` (1.2 million empty parts in a 64 MiB plugin: the
 //! largest host footprint of the hostile behaviours) and the example plugin with key order
-//! numbers. Two phases of `SECONDS` each, on loopback only:
-//! 1. `GOOD_CLIENTS` clients book the example plugin as fast as they can;
-//! 2. the same, while 16 clients call the amplifying plugin back to back;
-//! 3. the first phase again (the baseline is the mean of 1 and 3).
+//! numbers. On loopback only, `ROUNDS` rounds of two phases of `SECONDS` each, then the
+//! first phase once more:
+//! 1. `GOOD_CLIENTS` clients book the example plugin as fast as they can (alone);
+//! 2. the same, while 16 clients call the amplifying plugin back to back (beside).
 //!
-//! Printed: the well-behaved throughput of each phase and their ratio (goal ≥ 90 %), the
-//! host's peak resident memory in each phase, and the bound it is held to: what it used
-//! before plus, per concurrent amplifying call, the plugin's memory and the host's ceiling
-//! per call (`docs/sandbox.md`), and the CPU seconds the host and the load generator used
-//! in the first two phases.
+//! Each beside phase is compared with the mean of the alone phases either side of it:
+//! short, interleaved phases keep the drift of a shared 2-core machine out of the ratio
+//! (one 8 s phase of each measured the same build anywhere from 80 to 101 %).
+//!
+//! Printed: the well-behaved throughput alone and beside and their ratio (goal ≥ 90 %),
+//! with each round's; the host's peak resident memory alone and over the beside phases, and
+//! the bound it is held to: what it used before plus, per concurrent amplifying call, the
+//! plugin's memory and the host's ceiling per call (`docs/sandbox.md`); and the CPU seconds
+//! the host and the load generator used alone and beside.
 //!
 //! To compare: `AMPLIFIER` names another behaviour of the amplifier guest (or, with
 //! `AMPLIFIER_GUEST=hostile`, of the hostile guest: `loop`, `sleep`, …),
@@ -26,7 +30,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const SECONDS: u64 = 8;
+const SECONDS: u64 = 2;
+const ROUNDS: usize = 6;
 const GOOD_CLIENTS: usize = 8;
 const HOSTILE_CLIENTS: usize = 16;
 const PLUGIN_MEMORY: u64 = 64 << 20;
@@ -36,7 +41,7 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs it too, briefly.
     let quick = !std::env::args().any(|a| a == "--bench");
     let behaviour = std::env::var("AMPLIFIER").unwrap_or_else(|_| "many-parts".into());
-    let seconds = if quick { 1 } else { SECONDS };
+    let (seconds, rounds) = if quick { (1, 1) } else { (SECONDS, ROUNDS) };
     let dir = std::env::temp_dir().join(format!("followup-bench-contain-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -87,66 +92,60 @@ fn main() {
         let _ = post(&client, &format!("{base}/workorders/WARM/followup"), &body).await;
 
         // The host's throughput rises over its first seconds (allocator, caches, pool).
-        let _ = good_load(&client, &base, &body, seconds.min(3)).await;
+        let _ = good_load(&client, &base, &body, if quick { 1 } else { 3 }).await;
         reset_peak(pid);
         let before = rss(pid, "VmRSS:");
-        let cpu0 = (cpu(pid), cpu(std::process::id()));
-        let alone = good_load(&client, &base, &body, seconds).await;
-        let cpu1 = (cpu(pid), cpu(std::process::id()));
-        let peak_alone = rss(pid, "VmHWM:");
-
-        reset_peak(pid);
-        let stop = Arc::new(AtomicBool::new(false));
+        let (mut cpu_alone, mut cpu_beside) = ((0.0, 0.0), (0.0, 0.0));
+        let measure = |total: &mut (f64, f64), from: (f64, f64)| {
+            total.0 += cpu(pid) - from.0;
+            total.1 += cpu(std::process::id()) - from.1;
+        };
+        let now = || (cpu(pid), cpu(std::process::id()));
+        let mut alone_runs = Vec::new();
+        let mut beside_runs = Vec::new();
+        let mut peak_alone = 0;
         let hostile_calls = Arc::new(AtomicU64::new(0));
-        let mut hostile = Vec::new();
-        for c in 0..HOSTILE_CLIENTS {
-            let (client, base, body, stop, calls) = (
-                client.clone(),
-                base.clone(),
-                body.clone(),
-                stop.clone(),
-                hostile_calls.clone(),
-            );
-            hostile.push(tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let _ = post(&client, &format!("{base}/amp/H{c}-{n}"), &body).await;
-                    calls.fetch_add(1, Ordering::Relaxed);
-                    n += 1;
-                }
-            }));
-        }
-        let beside = good_load(&client, &base, &body, seconds).await;
-        stop.store(true, Ordering::Relaxed);
-        for h in hostile {
-            let _ = h.await;
+        for round in 0..rounds {
+            let from = now();
+            alone_runs.push(good_load(&client, &base, &body, seconds).await);
+            measure(&mut cpu_alone, from);
+            if round == 0 {
+                peak_alone = rss(pid, "VmHWM:");
+                reset_peak(pid);
+            }
+            let from = now();
+            beside_runs.push(beside(&client, &base, &body, seconds, &hostile_calls).await);
+            measure(&mut cpu_beside, from);
         }
         let peak_beside = rss(pid, "VmHWM:");
-        let cpu2 = (cpu(pid), cpu(std::process::id()));
-        // Alone again: the machine warms up over a run, so the baseline is the mean of the
-        // phases before and after.
-        let after = good_load(&client, &base, &body, seconds).await;
-        let alone = (alone + after) / 2;
+        // The last beside phase needs an alone phase after it.
+        alone_runs.push(good_load(&client, &base, &body, seconds).await);
+        let ratios: Vec<f64> = beside_runs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| 2.0 * *b as f64 / (alone_runs[i] + alone_runs[i + 1]).max(1) as f64)
+            .collect();
+        let beside: u64 = beside_runs.iter().sum();
+        let alone = alone_runs.windows(2).map(|w| (w[0] + w[1]) / 2).sum::<u64>();
         let bound = before + HOSTILE_CLIENTS as u64 * (PLUGIN_MEMORY + HOST_CEILING);
 
         let mib = |b: u64| b as f64 / 1048576.0;
         println!(
             "CPU seconds (host, load generator): alone {:.2}, {:.2}; beside {:.2}, {:.2}",
-            cpu1.0 - cpu0.0,
-            cpu1.1 - cpu0.1,
-            cpu2.0 - cpu1.0,
-            cpu2.1 - cpu1.1
+            cpu_alone.0, cpu_alone.1, cpu_beside.0, cpu_beside.1
         );
+        let each: Vec<String> = ratios.iter().map(|r| format!("{:.1}", 100.0 * r)).collect();
+        println!("kept in each round: {} %", each.join(", "));
         println!("amplifying plugin: {behaviour}, {HOSTILE_CLIENTS} concurrent calls");
         println!(
-            "well-behaved alone:   {:>8.0} req/s (mean of {} bookings before and after, {GOOD_CLIENTS} clients, {seconds} s), host peak RSS {:.0} MiB",
-            alone as f64 / seconds as f64,
+            "well-behaved alone:   {:>8.0} req/s ({} bookings: the mean of the phases around each beside phase, {GOOD_CLIENTS} clients, {rounds} x {seconds} s), host peak RSS {:.0} MiB",
+            alone as f64 / (seconds * rounds as u64) as f64,
             alone,
             mib(peak_alone)
         );
         println!(
             "well-behaved beside:  {:>8.0} req/s ({} bookings; {} amplifying calls answered), host peak RSS {:.0} MiB",
-            beside as f64 / seconds as f64,
+            beside as f64 / (seconds * rounds as u64) as f64,
             beside,
             hostile_calls.load(Ordering::Relaxed),
             mib(peak_beside)
@@ -167,8 +166,48 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Bookings answered 200 by `GOOD_CLIENTS` clients in `seconds`, while `HOSTILE_CLIENTS`
+/// call the amplifying plugin back to back (counted in `calls`).
+async fn beside(
+    client: &reqwest::Client,
+    base: &str,
+    body: &Arc<String>,
+    seconds: u64,
+    calls: &Arc<AtomicU64>,
+) -> u64 {
+    static CALL: AtomicU64 = AtomicU64::new(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut hostile = Vec::new();
+    for _ in 0..HOSTILE_CLIENTS {
+        let (client, base, body, stop, calls) = (
+            client.clone(),
+            base.to_string(),
+            body.clone(),
+            stop.clone(),
+            calls.clone(),
+        );
+        hostile.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let n = CALL.fetch_add(1, Ordering::Relaxed);
+                let _ = post(&client, &format!("{base}/amp/H{n}"), &body).await;
+                calls.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let good = good_load(client, base, body, seconds).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in hostile {
+        let _ = h.await;
+    }
+    good
+}
+
 /// Bookings answered 200 by `GOOD_CLIENTS` clients in `seconds`.
 async fn good_load(client: &reqwest::Client, base: &str, body: &Arc<String>, seconds: u64) -> u64 {
+    // Every phase books new WorkOrderIDs: a repeated one is answered from the journal
+    // without calling the plugin, which would measure replays instead of bookings.
+    static PHASE: AtomicU64 = AtomicU64::new(0);
+    let phase = PHASE.fetch_add(1, Ordering::Relaxed);
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut clients = Vec::new();
@@ -178,7 +217,7 @@ async fn good_load(client: &reqwest::Client, base: &str, body: &Arc<String>, sec
         clients.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < until {
-                let url = format!("{base}/workorders/G{c}-{n}/followup");
+                let url = format!("{base}/workorders/G{phase}-{c}-{n}/followup");
                 if post(&client, &url, &body).await == 200 {
                     done.fetch_add(1, Ordering::Relaxed);
                 }

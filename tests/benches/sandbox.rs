@@ -72,6 +72,10 @@ async fn post(client: &reqwest::Client, url: &str, body: &str) -> u16 {
 
 /// Good bookings per second over `secs` with `clients` concurrent clients.
 async fn throughput(base: &str, body: &str, clients: usize, secs: u64) -> (f64, u64) {
+    // A new WorkOrderID each time, in every phase: a repeated booking is answered by the
+    // journal without calling the plugin.
+    static PHASE: AtomicU64 = AtomicU64::new(0);
+    let phase = PHASE.fetch_add(1, Ordering::Relaxed);
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(secs);
@@ -82,12 +86,11 @@ async fn throughput(base: &str, body: &str, clients: usize, secs: u64) -> (f64, 
         let base = base.to_string();
         tasks.spawn(async move {
             let client = reqwest::Client::new();
-            // A new WorkOrderID each time: a repeated booking is answered by the journal.
             for n in 0.. {
                 if Instant::now() >= until {
                     break;
                 }
-                let url = format!("{base}/workorders/WO-{c}-{n}/followup");
+                let url = format!("{base}/workorders/WO-{phase}-{c}-{n}/followup");
                 if post(&client, &url, &body).await == 200 {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {

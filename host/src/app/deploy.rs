@@ -140,6 +140,8 @@ impl App {
                         .kv
                         .then(|| store::kv::KvSession::new(self.store.clone(), name, true)),
                 };
+                // Served like a request: runaways make way for it, and it for none.
+                let _serving = self.runtime.arrive();
                 dispatch::answer(
                     &self.runtime,
                     candidate,

@@ -192,6 +192,7 @@ impl App {
                 slots: tokio::sync::Semaphore::new(c.limits.max_concurrency as usize),
                 reuse_instances: c.reuse_instances,
                 warm: Default::default(),
+                conduct: Default::default(),
             },
             wit_version: c.wit_version.clone(),
             hash: c.hash.clone(),

@@ -55,6 +55,7 @@ pub const PLUGIN_VERSION: &str = "x-followup-plugin";
 /// Serves one request; never fails: every error becomes the Standard Response Object.
 pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let started = std::time::Instant::now();
+    let _serving = app.runtime.arrive();
     let request_id = request_id(request.headers());
     let mut seen = Seen::default();
     let (mut response, outcome) = match serve(&app, request, &request_id, &mut seen).await {

@@ -190,6 +190,7 @@ pub fn load_hashed(
             slots: tokio::sync::Semaphore::new(manifest.limits.max_concurrency as usize),
             reuse_instances: manifest.reuse_instances.max(1),
             warm: Default::default(),
+            conduct: Default::default(),
         },
         wit_version,
         hash,

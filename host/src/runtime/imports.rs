@@ -127,6 +127,8 @@ mod tests {
             http: Default::default(),
             outbound: Default::default(),
             host_calls: Default::default(),
+            runaway: None,
+            past_grace: false,
         }
     }
 

@@ -134,6 +134,13 @@ impl PluginRuntime {
         &self.config
     }
 
+    /// Counts a request as being served until the guard is dropped, whether or not it
+    /// calls a plugin: while any such request is not itself a runaway, runaways are held
+    /// to their share of the CPU.
+    pub fn arrive(&self) -> deadline::Arrival {
+        self.throttle.arrive()
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -248,7 +255,7 @@ impl PluginRuntime {
         let (mut store, warm, served) = match reuse.then(|| plugin.warm.take(&ctx.route)) {
             Some(Some(warm)) => {
                 let mut store = warm.store;
-                self.rearm(&mut store, &limits, request_id, deadline);
+                self.rearm(&mut store, plugin, request_id, deadline);
                 (store, Some(warm.loaded), warm.served)
             }
             _ => {
@@ -256,6 +263,7 @@ impl PluginRuntime {
                     plugin.ident.clone(),
                     plugin.config.clone(),
                     &limits,
+                    &plugin.conduct,
                     request_id,
                     deadline,
                 );
@@ -311,6 +319,13 @@ impl PluginRuntime {
                 format!("timed out after {} ms", limits.timeout_ms),
             )),
         };
+        // A call that timed out did not keep to its grace, even if it spent the time
+        // waiting for its turn rather than running.
+        let timed_out = matches!(&result, Err(f) if f.kind == FailureKind::Timeout);
+        let state = store.data_mut();
+        state.runaway = None;
+        plugin.conduct.settle(state.past_grace || timed_out);
+        let state = store.data();
         if let Some(observer) = self.observer.get() {
             let mut host_calls = state.host_calls;
             host_calls.http = state.outbound.calls();
@@ -364,6 +379,7 @@ impl PluginRuntime {
         ident: Arc<PluginIdent>,
         config: Arc<HashMap<String, String>>,
         limits: &sandbox::Limits,
+        conduct: &Arc<deadline::Conduct>,
         request_id: &str,
         deadline: Instant,
     ) -> Store<PluginState> {
@@ -393,6 +409,8 @@ impl PluginRuntime {
             http,
             outbound: outbound::OutboundPolicy::default(),
             host_calls: state::HostCalls::default(),
+            runaway: None,
+            past_grace: false,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -400,7 +418,8 @@ impl PluginRuntime {
         // call's arguments — is counted as it is lifted, and lifting stops at the budget.
         store.set_hostcall_fuel(limits.lift_budget());
         store.set_max_component_handles(sandbox::COMPONENT_HANDLES);
-        self.throttle.arm(&mut store, limits, deadline, self.fuel);
+        self.throttle
+            .arm(&mut store, limits, deadline, self.fuel, conduct);
         store
     }
 
@@ -409,17 +428,19 @@ impl PluginRuntime {
     fn rearm(
         &self,
         store: &mut Store<PluginState>,
-        limits: &sandbox::Limits,
+        plugin: &Prepared,
         request_id: &str,
         deadline: Instant,
     ) {
+        let limits = &plugin.limits;
         let state = store.data_mut();
         state.request_id = Arc::from(request_id);
         state
             .output
             .renew(limits.max_log_bytes, limits.max_log_entries);
         state.host_calls = state::HostCalls::default();
-        self.throttle.arm(store, limits, deadline, self.fuel);
+        self.throttle
+            .arm(store, limits, deadline, self.fuel, &plugin.conduct);
     }
 }
 
@@ -447,21 +468,51 @@ mod tests {
 
     /// Runs the module's exported `run` in a plugin store; the failure as classified.
     async fn run(rt: &PluginRuntime, wat: &str, limits: Limits) -> Result<(), PluginFailure> {
+        let (result, _) = run_as(rt, wat, limits, &Arc::default()).await;
+        result.expect("the call ended before it was abandoned")
+    }
+
+    /// Runs the module's exported `run` as a call of a plugin with `conduct`, abandoned
+    /// [`deadline::DEADLINE_GRACE`] after its deadline as a plugin call is (then `None`);
+    /// and the value of its exported global `n` afterwards (0 without one).
+    async fn run_as(
+        rt: &PluginRuntime,
+        wat: &str,
+        limits: Limits,
+        conduct: &Arc<deadline::Conduct>,
+    ) -> (Option<Result<(), PluginFailure>>, i64) {
         let ident = Arc::new(PluginIdent {
             name: "wat".into(),
             version: "sha256:0".into(),
         });
         let module = wasmtime::Module::new(rt.engine(), wat::parse_str(wat).unwrap()).unwrap();
         let deadline = Instant::now() + limits.timeout();
-        let mut store = rt.new_store(ident.clone(), Arc::default(), &limits, "t", deadline);
+        let mut store = rt.new_store(
+            ident.clone(),
+            Arc::default(),
+            &limits,
+            conduct,
+            "t",
+            deadline,
+        );
+        // The request this call serves, as the HTTP handler counts it.
+        let _own = rt.arrive();
         let linker = wasmtime::Linker::new(rt.engine());
-        let result = async {
-            let instance = linker.instantiate_async(&mut store, &module).await?;
-            let run = instance.get_typed_func::<(), ()>(&mut store, "run")?;
+        let mut instance = None;
+        let call = async {
+            let made = linker.instantiate_async(&mut store, &module).await?;
+            instance = Some(made);
+            let run = made.get_typed_func::<(), ()>(&mut store, "run")?;
             run.call_async(&mut store, ()).await
-        }
-        .await;
-        result.map_err(|e| classify(&ident, &limits, store.data(), &e))
+        };
+        let abandon = (deadline + deadline::DEADLINE_GRACE).into();
+        let result = tokio::time::timeout_at(abandon, call).await.ok();
+        let n = instance
+            .and_then(|i| i.get_global(&mut store, "n"))
+            .and_then(|n| n.get(&mut store).i64())
+            .unwrap_or(0);
+        let result = result.map(|r| r.map_err(|e| classify(&ident, &limits, store.data(), &e)));
+        (result, n)
     }
 
     fn limits(timeout_ms: u64) -> Limits {
@@ -536,5 +587,86 @@ mod tests {
         let rt = runtime(true);
         let wat = r#"(module (func (export "run")))"#;
         assert!(run(&rt, wat, limits(1000)).await.is_ok());
+    }
+
+    /// Counts its iterations in `n`.
+    const LOOP: &str = r#"(module
+        (global $n (export "n") (mut i64) (i64.const 0))
+        (func (export "run")
+          (loop (global.set $n (i64.add (global.get $n) (i64.const 1))) (br 0))))"#;
+
+    /// A runtime whose runaways pause 200 ms between slices (a 1 % share of a 2 ms tick):
+    /// longer than the deadlines below plus their grace, so a call that reaches the slow
+    /// lane is abandoned there, however slow the machine.
+    fn slow_lane_runtime(fuel: bool) -> Arc<PluginRuntime> {
+        PluginRuntime::new(&RuntimeConfig {
+            max_instances: 4,
+            fuel,
+            runaway_share_percent: 1,
+            ..RuntimeConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_plugin_whose_calls_run_away_waits_its_turn_before_its_first_instruction() {
+        let rt = slow_lane_runtime(false);
+        let conduct = Arc::default();
+        // Alone on the host, a loop runs at full speed past its grace: one strike.
+        let (first, _) = run_as(&rt, LOOP, limits(50), &conduct).await;
+        assert_eq!(first.unwrap().unwrap_err().kind, FailureKind::Timeout);
+        assert_eq!(conduct.strikes(), 1);
+        // Still nobody else to serve, and no answer for a while: even a plugin with strikes
+        // runs.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (_, ran_alone) = run_as(&rt, LOOP, limits(50), &conduct).await;
+        assert!(ran_alone > 10_000, "{ran_alone} iterations");
+        // While a request is being served, its next call waits on the slow lane before
+        // running at all, and is abandoned there.
+        let other = rt.arrive();
+        let (abandoned, ran) = run_as(&rt, LOOP, limits(50), &conduct).await;
+        assert!(abandoned.is_none());
+        assert_eq!(ran, 0, "it ran before its turn");
+        drop(other);
+    }
+
+    #[tokio::test]
+    async fn strikes_go_with_calls_that_keep_to_their_grace() {
+        let rt = runtime(false);
+        let conduct = Arc::default();
+        for _ in 0..2 {
+            // Nothing else served for a while: each loop runs until its deadline.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let (looped, _) = run_as(&rt, LOOP, limits(20), &conduct).await;
+            assert!(looped.unwrap().is_err());
+        }
+        assert_eq!(conduct.strikes(), 2);
+        conduct.settle(false);
+        assert_eq!(conduct.strikes(), 1);
+        // A call that ran away, or timed out waiting, takes nothing away.
+        conduct.settle(true);
+        assert_eq!(conduct.strikes(), 1);
+        conduct.settle(false);
+        conduct.settle(false);
+        assert_eq!(conduct.strikes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_in_flight_is_counted_until_it_is_answered() {
+        let rt = slow_lane_runtime(false);
+        let conduct: Arc<deadline::Conduct> = Arc::default();
+        // A loop with a request in flight: its grace at full speed, then the slow lane,
+        // where it is abandoned.
+        let other = rt.arrive();
+        let (abandoned, _) = run_as(&rt, LOOP, limits(100), &conduct).await;
+        assert!(
+            abandoned.is_none(),
+            "a runaway beside a request was not slowed"
+        );
+        drop(other);
+        // Answered, a while ago: the same loop now runs to its deadline and traps there.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (ended, _) = run_as(&rt, LOOP, limits(100), &conduct).await;
+        assert_eq!(ended.unwrap().unwrap_err().kind, FailureKind::Timeout);
     }
 }

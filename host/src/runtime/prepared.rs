@@ -2,6 +2,7 @@
 //! its limits, grants and instance slots. Every call instantiates it afresh in its own
 //! `Store` (or takes a warm instance, see [`super::warm`]).
 
+use super::deadline::Conduct;
 use super::outbound::HttpGrant;
 use super::sandbox::Limits;
 use super::state::PluginState;
@@ -31,6 +32,8 @@ pub struct Prepared {
     pub reuse_instances: u32,
     /// Idle instances kept for reuse, per route; empty unless `reuse_instances` > 1.
     pub warm: WarmPool,
+    /// Whether this version's calls have been running away lately.
+    pub conduct: Arc<Conduct>,
 }
 
 impl std::fmt::Debug for Prepared {

@@ -118,14 +118,14 @@ pub struct RuntimeConfig {
     /// Wasm stack of one call, for every plugin (wasmtime sets it per engine); deeper
     /// recursion is `plugin-stack-overflow`. Default 512 KiB, wasmtime's own default.
     pub max_wasm_stack_bytes: usize,
-    /// Guest CPU time after which a call counts as a runaway, throttled while other calls
-    /// arrive. A booking rule decides in microseconds; past this it would only take CPU
+    /// Guest CPU time after which a call counts as a runaway, throttled while other requests
+    /// are served. A booking rule decides in microseconds; past this it would only take CPU
     /// from well-behaved calls. Default 4 ms (two ticks). Raise it on hosts serving plugins
     /// that legitimately compute longer (interpreted JavaScript or Python rules).
     pub runaway_after_ms: u64,
-    /// CPU share of one core that all runaway calls together may use while other calls are
-    /// in flight (percent, 1–100). Default 5: looping plugins cannot slow the others by
-    /// more than that, plus their first tick.
+    /// CPU share of one core that all runaway calls together may use while other requests
+    /// are in flight (percent, 1–100). Default 5: looping plugins cannot slow the others by
+    /// more than that, plus the grace of a plugin's first runaway calls.
     pub runaway_share_percent: u8,
     /// Meter fuel, so that plugins may have a `max_fuel` budget. Costs every plugin about a
     /// third more CPU (measured), so it is off by default.

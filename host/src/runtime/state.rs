@@ -33,6 +33,11 @@ pub struct PluginState {
     pub outbound: OutboundPolicy,
     /// Calls of the host services so far.
     pub host_calls: HostCalls,
+    /// Present while this call counts as a runaway (see `deadline::Throttle`): from its
+    /// start for a plugin with strikes, else once it has run past its grace.
+    pub runaway: Option<super::deadline::Runaway>,
+    /// Whether this call has run past its CPU grace (see `deadline::Conduct`).
+    pub past_grace: bool,
 }
 
 /// How often a call used each host service.

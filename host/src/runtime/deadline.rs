@@ -20,6 +20,9 @@ pub const DEADLINE_GRACE: Duration = Duration::from_millis(20);
 /// machine (a load generator on the same cores took more than one 2 ms tick).
 const QUIET_TICKS: u32 = 5;
 
+/// `Load::last_end` before any request has ended.
+const NEVER: u64 = u64::MAX;
+
 /// The throttle every call of one runtime shares.
 #[derive(Debug)]
 pub struct Throttle {
@@ -47,7 +50,7 @@ pub struct Throttle {
 struct Load {
     in_flight: AtomicU64,
     runaways: AtomicU64,
-    /// Microseconds after `since` at which a request last ended.
+    /// Microseconds after `since` at which a request last ended ([`NEVER`] before the first).
     last_end: AtomicU64,
     since: Instant,
     quiet: Duration,
@@ -59,11 +62,10 @@ impl Load {
     }
 
     fn others_waiting(&self) -> bool {
+        let last_end = self.last_end.load(Ordering::Relaxed);
         self.in_flight.load(Ordering::Relaxed) > self.runaways.load(Ordering::Relaxed)
-            || self
-                .now()
-                .saturating_sub(self.last_end.load(Ordering::Relaxed))
-                < self.quiet.as_micros() as u64
+            || (last_end != NEVER
+                && self.now().saturating_sub(last_end) < self.quiet.as_micros() as u64)
     }
 }
 
@@ -153,7 +155,7 @@ impl Throttle {
             load: Arc::new(Load {
                 in_flight: AtomicU64::new(0),
                 runaways: AtomicU64::new(0),
-                last_end: AtomicU64::new(0),
+                last_end: AtomicU64::new(NEVER),
                 since: Instant::now(),
                 quiet: tick * QUIET_TICKS,
             }),

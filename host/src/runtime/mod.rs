@@ -618,7 +618,7 @@ mod tests {
         assert_eq!(conduct.strikes(), 1);
         // Still nobody else to serve, and no answer for a while: even a plugin with strikes
         // runs.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
         let (_, ran_alone) = run_as(&rt, LOOP, limits(50), &conduct).await;
         assert!(ran_alone > 10_000, "{ran_alone} iterations");
         // While a request is being served, its next call waits on the slow lane before
@@ -636,8 +636,8 @@ mod tests {
         let conduct = Arc::default();
         for _ in 0..2 {
             // Nothing else served for a while: each loop runs until its deadline.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            let (looped, _) = run_as(&rt, LOOP, limits(20), &conduct).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let (looped, _) = run_as(&rt, LOOP, limits(100), &conduct).await;
             assert!(looped.unwrap().is_err());
         }
         assert_eq!(conduct.strikes(), 2);
@@ -665,7 +665,7 @@ mod tests {
         );
         drop(other);
         // Answered, a while ago: the same loop now runs to its deadline and traps there.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
         let (ended, _) = run_as(&rt, LOOP, limits(100), &conduct).await;
         assert_eq!(ended.unwrap().unwrap_err().kind, FailureKind::Timeout);
     }

@@ -5,6 +5,7 @@
 //! token coming from the environment (`[admin] token_env`), compared in constant time.
 
 pub use crate::config::AdminConfig;
+use crate::contract::PluginIdent;
 use crate::metrics::escape;
 use crate::plugin::history::Trigger;
 use crate::plugin::loader::MAX_REASON_BYTES;
@@ -140,7 +141,7 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
                 .kept(&p.ident.name)
                 .into_iter()
                 .filter(|s| s.hash != p.hash)
-                .map(|s| json!({ "version": format!("sha256:{}", &s.hash[..12]), "served_by": s.how.label(), "at": s.at }))
+                .map(|s| json!({ "version": PluginIdent::version_of(&s.hash), "served_by": s.how.label(), "at": s.at }))
                 .collect();
             // Set while the version serving is a fallback for a configured file refused at
             // start; null otherwise.
@@ -202,7 +203,7 @@ async fn rollback(
 /// The version now serving, or why nothing changed as one line of at most
 /// [`MAX_REASON_BYTES`]: a refusal can carry the candidate's own text (a sample's failure
 /// quotes the plugin's answer).
-fn swap_answer(outcome: Result<Arc<crate::plugin::PluginIdent>, DeployError>) -> Response {
+fn swap_answer(outcome: Result<Arc<PluginIdent>, DeployError>) -> Response {
     let reason = |e: DeployError| one_line(&e.to_string(), MAX_REASON_BYTES);
     match outcome {
         Ok(ident) => answer(

@@ -191,7 +191,8 @@ impl Journal {
                 let Some(journal) = journal.upgrade() else {
                     return;
                 };
-                let before = crate::store::now().saturating_sub(journal.retention.as_secs());
+                let before =
+                    crate::clock::unix_seconds().saturating_sub(journal.retention.as_secs());
                 let store = journal.store.clone();
                 drop(journal);
                 match tokio::task::spawn_blocking(move || store.prune(before)).await {
@@ -261,7 +262,7 @@ async fn book(
             route: ctx.route.clone(),
             plugin: plugin.ident.to_string(),
             response: bytes,
-            at: crate::store::now(),
+            at: crate::clock::unix_seconds(),
         };
         let batch = match services.kv {
             Some(kv) => kv.into_batch(Some(record)),

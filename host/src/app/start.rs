@@ -56,7 +56,7 @@ pub fn load_configured(
         Ok(bytes) => {
             let hash = plugin::loader::content_hash(&bytes);
             if let Some((kept_hash, kept)) = history.resume(name, &hash) {
-                let version = kept_hash[..12].to_string();
+                let version = plugin::PluginIdent::version_of(&kept_hash);
                 match candidate(kept, kept_hash.clone()) {
                     Ok(loaded) => {
                         tracing::info!(plugin = %loaded.ident, "serving the version deployed before the restart");
@@ -124,7 +124,7 @@ pub fn load_configured(
             }
             Err(e) => tracing::warn!(
                 plugin = name,
-                version = &served.hash[..12],
+                version = plugin::PluginIdent::version_of(&served.hash),
                 "kept version cannot serve either: {e}"
             ),
         }

@@ -153,9 +153,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 !secret.is_empty(),
                 "environment variable {secret_env} is unset or empty"
             );
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs();
+            let now = crate::clock::unix_seconds();
             let mut claims = serde_json::json!({
                 "iat": now,
                 "exp": now + parse_ttl(&ttl)?,

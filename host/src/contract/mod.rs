@@ -33,6 +33,14 @@ pub struct PluginIdent {
     pub version: String,
 }
 
+impl PluginIdent {
+    /// The version of a component whose content hash (hex SHA-256) is `hash`: `sha256:`
+    /// and its first 12 hex digits, as every log line, header and admin answer shows it.
+    pub fn version_of(hash: &str) -> String {
+        format!("sha256:{}", hash.get(..12).unwrap_or(hash))
+    }
+}
+
 impl std::fmt::Display for PluginIdent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}@{}", self.name, self.version)

@@ -326,10 +326,7 @@ fn request_id(headers: &HeaderMap) -> String {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    i64::try_from(crate::clock::unix_seconds()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -164,9 +164,7 @@ impl History {
         next: (&str, &Arc<[u8]>),
         how: Trigger,
     ) -> std::io::Result<()> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::unix_seconds();
         let dir = self.dir.as_ref().map(|d| d.join(name));
         self.with(name, |plugin| {
             let last = plugin.journal.last().map(|s| s.hash.clone());
@@ -339,6 +337,7 @@ fn append_journal(path: &Path, lines: &[Served]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::PluginIdent;
     use crate::plugin::loader::content_hash;
 
     fn component(tag: &str) -> (String, Arc<[u8]>) {
@@ -374,7 +373,7 @@ mod tests {
         assert!(h.resume("p", &v3.0).is_none());
 
         // Rollback to v1 is possible after the restart, by listed version.
-        let version = format!("sha256:{}", &v1.0[..12]);
+        let version = PluginIdent::version_of(&v1.0);
         assert_eq!(h.find("p", &version).unwrap(), v1);
         assert!(h.find("p", "sha256:0000000000000").is_none());
         assert!(h.find("p", "sha256:").is_none());
@@ -405,7 +404,7 @@ mod tests {
             .count();
         assert_eq!(files, KEPT_VERSIONS + 1);
         assert!(
-            h.find("p", &format!("sha256:{}", &versions[3].0[..12]))
+            h.find("p", &PluginIdent::version_of(&versions[3].0))
                 .is_none()
         );
         let _ = std::fs::remove_dir_all(&dir);
@@ -468,6 +467,6 @@ mod tests {
         let h = History::open(None).unwrap();
         let (v1, v2) = (component("1"), component("2"));
         swap(&h, &v1, &v2, Trigger::Api);
-        assert_eq!(h.find("p", &format!("sha256:{}", &v1.0[..12])).unwrap(), v1);
+        assert_eq!(h.find("p", &PluginIdent::version_of(&v1.0)).unwrap(), v1);
     }
 }

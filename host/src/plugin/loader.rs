@@ -134,7 +134,7 @@ pub fn load_hashed(
 ) -> Result<LoadedPlugin, LoadError> {
     let ident = PluginIdent {
         name: name.to_string(),
-        version: format!("sha256:{}", &hash[..12]),
+        version: PluginIdent::version_of(&hash),
     };
     let scan = scan(&bytes).map_err(|e| LoadError::NotAComponent(ident.clone(), e))?;
     let wit_version = scan

@@ -88,13 +88,6 @@ pub trait Store: Send + Sync + 'static {
 /// The store every plugin of a host shares.
 pub type SharedStore = Arc<dyn Store>;
 
-/// Unix seconds now.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// One suite of cases every store backend must pass, run against each of them: the same
 /// commits, conflicts, journal records and listings, whatever holds them.
 #[cfg(test)]

@@ -3,10 +3,11 @@
 //! `runaway_after_ms` while other requests are being served. A plugin whose calls keep
 //! running away loses that grace ([`Conduct`]).
 
+use super::load::{Arrival, Load};
 use super::sandbox::{self, RuntimeConfig};
 use super::state::PluginState;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -14,14 +15,6 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 /// A guest stuck outside Wasm code (in a WASI poll, or in a `kv` read waiting on the disk)
 /// is still bounded: the whole call is abandoned this long after its deadline.
 pub const DEADLINE_GRACE: Duration = Duration::from_millis(20);
-
-/// How long after the last answer the host counts as having nobody else to serve: long
-/// enough to cover a client's turn between an answer and its next request on a busy
-/// machine (a load generator on the same cores took more than one 2 ms tick).
-const QUIET_TICKS: u32 = 5;
-
-/// `Load::last_end` before any request has ended.
-const NEVER: u64 = u64::MAX;
 
 /// The throttle every call of one runtime shares.
 #[derive(Debug)]
@@ -34,74 +27,6 @@ pub struct Throttle {
     runaway_ticks: u64,
     /// How long a runaway pauses, holding the slow lane, between slices of one tick.
     runaway_pause: Duration,
-}
-
-/// Requests being served now (see [`Throttle::arrive`]), calls running away now, and when
-/// a request last ended. Nobody else waits for the CPU when every request in flight is a
-/// runaway and none has ended for [`QUIET_TICKS`] ticks.
-///
-/// Why not "has anything arrived since this call began": that is false at a call's first
-/// ticks however busy the host is, and it missed requests answered without a plugin call
-/// (journal replays), which then waited behind runaways at full speed. Why the quiet ticks
-/// after an answer: a client that sends its next request as soon as it has the last answer
-/// leaves the host with nothing in flight for a moment between the two, and runaways must
-/// not take that moment.
-#[derive(Debug)]
-struct Load {
-    in_flight: AtomicU64,
-    runaways: AtomicU64,
-    /// Microseconds after `since` at which a request last ended ([`NEVER`] before the first).
-    last_end: AtomicU64,
-    since: Instant,
-    quiet: Duration,
-}
-
-impl Load {
-    fn now(&self) -> u64 {
-        self.since.elapsed().as_micros() as u64
-    }
-
-    fn others_waiting(&self) -> bool {
-        let last_end = self.last_end.load(Ordering::Relaxed);
-        self.in_flight.load(Ordering::Relaxed) > self.runaways.load(Ordering::Relaxed)
-            || (last_end != NEVER
-                && self.now().saturating_sub(last_end) < self.quiet.as_micros() as u64)
-    }
-}
-
-/// One request in flight, counted by the throttle until dropped.
-#[derive(Debug)]
-pub struct Arrival(Arc<Load>);
-
-impl Arrival {
-    fn new(load: &Arc<Load>) -> Self {
-        load.in_flight.fetch_add(1, Ordering::Relaxed);
-        Arrival(load.clone())
-    }
-}
-
-impl Drop for Arrival {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.last_end.store(self.0.now(), Ordering::Relaxed);
-    }
-}
-
-/// One call counted among the runaways until dropped.
-#[derive(Debug)]
-pub struct Runaway(Arc<Load>);
-
-impl Runaway {
-    fn new(load: &Arc<Load>) -> Self {
-        load.runaways.fetch_add(1, Ordering::Relaxed);
-        Runaway(load.clone())
-    }
-}
-
-impl Drop for Runaway {
-    fn drop(&mut self) {
-        self.0.runaways.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// How a plugin version's recent calls used their CPU: each call that runs away is a
@@ -133,9 +58,17 @@ impl Conduct {
             });
     }
 
-    /// Records how a call ended: one that stayed within its grace takes a strike away.
-    pub fn settle(&self, ran_away: bool) {
-        if !ran_away {
+    /// Records how a call ended, and stops counting it as a runaway. A call that ended
+    /// within its grace takes a strike away; one that ran past it, or timed out (even
+    /// waiting for its turn rather than running), takes none.
+    pub fn settle(&self, state: &mut PluginState, timed_out: bool) {
+        state.runaway = None;
+        self.record(!state.past_grace && !timed_out);
+    }
+
+    /// Records a call that kept to its grace, or did not.
+    pub fn record(&self, kept_grace: bool) {
+        if kept_grace {
             let _ = self
                 .strikes
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
@@ -152,13 +85,7 @@ impl Throttle {
     pub fn new(rt: &RuntimeConfig, tick: Duration) -> Self {
         Throttle {
             slow_lane: Arc::new(Semaphore::new(1)),
-            load: Arc::new(Load {
-                in_flight: AtomicU64::new(0),
-                runaways: AtomicU64::new(0),
-                last_end: AtomicU64::new(NEVER),
-                since: Instant::now(),
-                quiet: tick * QUIET_TICKS,
-            }),
+            load: Load::new(tick),
             runaway_ticks: (rt.runaway_after_ms / tick.as_millis().max(1) as u64).max(1),
             runaway_pause: tick * (100 / u32::from(rt.runaway_share_percent.clamp(1, 100))),
         }
@@ -169,7 +96,7 @@ impl Throttle {
     /// calls a plugin for a request holds one for the length of the call: a runaway is
     /// discounted from the requests in flight as its own.
     pub fn arrive(&self) -> Arrival {
-        Arrival::new(&self.load)
+        self.load.arrive()
     }
 
     /// Grants the call its fuel and sets the epoch callback that enforces `deadline` and
@@ -214,7 +141,7 @@ impl Throttle {
         let mut ticks = 0u64;
         let mut at_entry = struck;
         let state = store.data_mut();
-        state.runaway = struck.then(|| Runaway::new(&self.load));
+        state.runaway = struck.then(|| self.load.runaway());
         state.past_grace = false;
         store.set_epoch_deadline(if struck { 0 } else { 1 });
         store.epoch_deadline_callback(move |mut store| {
@@ -227,7 +154,7 @@ impl Throttle {
             if ticks > grace && !store.data().past_grace {
                 let state = store.data_mut();
                 state.past_grace = true;
-                state.runaway.get_or_insert_with(|| Runaway::new(&load));
+                state.runaway.get_or_insert_with(|| load.runaway());
                 conduct.strike();
             }
             if (ticks <= grace && !struck) || !load.others_waiting() {

@@ -9,7 +9,8 @@
 //!
 //! # Layout
 //! - [`engine`]: the engine and the epoch ticker; [`sandbox`]: limits and the pool;
-//! - [`deadline`]: deadlines and the runaway throttle; [`cache`]: compiled components;
+//! - [`deadline`]: deadlines and the runaway throttle, [`load`]: what it sees the host
+//!   serving; [`cache`]: compiled components;
 //! - [`state`]: the per-call state; [`imports`], [`outbound`], [`output`]: host services;
 //! - [`failure`]: why a call produced no answer; [`stats`]: what a call used;
 //! - [`warm`]: warm instances.
@@ -19,6 +20,7 @@ pub mod deadline;
 pub mod engine;
 pub mod failure;
 pub mod imports;
+pub mod load;
 pub mod outbound;
 pub mod output;
 pub mod prepared;
@@ -134,10 +136,8 @@ impl PluginRuntime {
         &self.config
     }
 
-    /// Counts a request as being served until the guard is dropped, whether or not it
-    /// calls a plugin: while any such request is not itself a runaway, runaways are held
-    /// to their share of the CPU.
-    pub fn arrive(&self) -> deadline::Arrival {
+    /// Counts a request as served until the guard drops (see [`deadline::Throttle::arrive`]).
+    pub fn arrive(&self) -> load::Arrival {
         self.throttle.arrive()
     }
 
@@ -319,12 +319,8 @@ impl PluginRuntime {
                 format!("timed out after {} ms", limits.timeout_ms),
             )),
         };
-        // A call that timed out did not keep to its grace, even if it spent the time
-        // waiting for its turn rather than running.
         let timed_out = matches!(&result, Err(f) if f.kind == FailureKind::Timeout);
-        let state = store.data_mut();
-        state.runaway = None;
-        plugin.conduct.settle(state.past_grace || timed_out);
+        plugin.conduct.settle(store.data_mut(), timed_out);
         let state = store.data();
         if let Some(observer) = self.observer.get() {
             let mut host_calls = state.host_calls;
@@ -641,13 +637,13 @@ mod tests {
             assert!(looped.unwrap().is_err());
         }
         assert_eq!(conduct.strikes(), 2);
-        conduct.settle(false);
+        conduct.record(true);
         assert_eq!(conduct.strikes(), 1);
         // A call that ran away, or timed out waiting, takes nothing away.
-        conduct.settle(true);
+        conduct.record(false);
         assert_eq!(conduct.strikes(), 1);
-        conduct.settle(false);
-        conduct.settle(false);
+        conduct.record(true);
+        conduct.record(true);
         assert_eq!(conduct.strikes(), 0);
     }
 

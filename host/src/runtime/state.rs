@@ -35,7 +35,7 @@ pub struct PluginState {
     pub host_calls: HostCalls,
     /// Present while this call counts as a runaway (see `deadline::Throttle`): from its
     /// start for a plugin with strikes, else once it has run past its grace.
-    pub runaway: Option<super::deadline::Runaway>,
+    pub runaway: Option<super::load::Runaway>,
     /// Whether this call has run past its CPU grace (see `deadline::Conduct`).
     pub past_grace: bool,
 }

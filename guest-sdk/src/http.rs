@@ -198,9 +198,15 @@ mod imp {
         {
             let stream = body.write().map_err(|()| bad("body"))?;
             for chunk in request.body.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|e| HttpError::Failed(format!("writing the body: {e:?}")))?;
+                if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                    // The host closes the body of a request it has already refused (or
+                    // failed to send): its answer says why, the closed stream does not.
+                    pending.subscribe().block();
+                    return Err(match pending.get() {
+                        Some(Ok(Err(code))) => error(code),
+                        _ => HttpError::Failed(format!("writing the body: {e:?}")),
+                    });
+                }
             }
         }
         OutgoingBody::finish(body, None).map_err(error)?;

@@ -16,8 +16,9 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// One problem found while decoding, in the shape of the error body's `invalidParams`.
-#[derive(Debug, Clone, PartialEq)]
+/// One problem found while decoding: an entry of the error body's `invalidParams` as it is
+/// written on the wire.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     /// The offending key (or `$` for the whole body).
     pub name: String,

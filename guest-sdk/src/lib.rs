@@ -58,6 +58,8 @@ pub use types::*;
 pub mod json;
 
 pub mod http;
+#[cfg(feature = "idempotency")]
+pub mod idempotency;
 pub mod time;
 pub mod validate;
 

@@ -144,32 +144,12 @@ impl ErrorKind {
     }
 }
 
-/// One entry of `invalidParams`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InvalidParam {
-    pub name: String,
-    pub reason: String,
-    pub path: String,
-    pub value: String,
-}
-
-impl From<Problem> for InvalidParam {
-    fn from(p: Problem) -> Self {
-        InvalidParam {
-            name: p.name,
-            reason: p.reason,
-            path: p.path,
-            value: p.value,
-        }
-    }
-}
-
 /// A failed request, rendered as the Standard Response Object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub kind: ErrorKind,
     pub detail: String,
-    pub invalid_params: Vec<InvalidParam>,
+    pub invalid_params: Vec<Problem>,
     /// Filled in by the handler so that the body names the request.
     pub request_id: Option<String>,
     /// The plugin version the failure belongs to, for its counters.
@@ -196,7 +176,7 @@ impl ApiError {
             many => format!("{} properties are invalid", many.len()),
         };
         ApiError {
-            invalid_params: problems.into_iter().map(Into::into).collect(),
+            invalid_params: problems,
             ..ApiError::new(ErrorKind::InvalidRequest, detail)
         }
     }
@@ -223,11 +203,11 @@ impl ApiError {
         match err {
             BookingError::InvalidRequest(e) => {
                 let total = e.params.len();
-                let mut invalid_params: Vec<InvalidParam> = e
+                let mut invalid_params: Vec<Problem> = e
                     .params
                     .into_iter()
                     .take(REFUSAL.params)
-                    .map(|p| InvalidParam {
+                    .map(|p| Problem {
                         name: cut(&p.name, REFUSAL.field),
                         reason: cut(&p.reason, REFUSAL.field),
                         path: cut(&p.path, REFUSAL.field),
@@ -267,7 +247,7 @@ impl ApiError {
         // What the body adds around the detail and the parameters: keys, title, status,
         // the request id appended to the detail, and a marker.
         const FRAME: usize = 320;
-        let param_len = |p: &InvalidParam| serde_json::to_vec(p).map_or(0, |v| v.len()) + 1;
+        let param_len = |p: &Problem| serde_json::to_vec(p).map_or(0, |v| v.len()) + 1;
         let mut size =
             FRAME + self.detail.len() + self.invalid_params.iter().map(param_len).sum::<usize>();
         let mut dropped = 0;
@@ -365,7 +345,7 @@ pub struct ErrorBody {
         skip_serializing_if = "Vec::is_empty",
         default
     )]
-    pub invalid_params: Vec<InvalidParam>,
+    pub invalid_params: Vec<Problem>,
 }
 
 impl IntoResponse for ApiError {

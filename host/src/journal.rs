@@ -11,7 +11,7 @@
 //! 4. a failed booking commits nothing, so a retry runs it afresh.
 //!
 //! A crash before the commit leaves nothing behind (the retry runs the plugin again and
-//! its store writes happen once); a crash after it leaves the record, which the retry gets.
+//! its storage writes happen once); a crash after it leaves the record, which the retry gets.
 //! Records older than the retention are pruned ([`Journal::prune_periodically`]).
 
 use crate::contract::RouteKind;
@@ -20,14 +20,16 @@ use crate::error::{ApiError, ErrorKind};
 use crate::plugin::LoadedPlugin;
 use crate::runtime::PluginRuntime;
 use crate::runtime::Services;
-use crate::store::kv::KvSession;
-use crate::store::{Batch, Commit, Recorded, SharedStore, StoreError};
+use crate::storage::kv::KvSession;
+use crate::storage::{Batch, Commit, Recorded, SharedStorage, StorageError};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{RwLock, watch};
+
+/// Equal for retries of the same booking (see [`crate::contract::idempotency`]).
+pub use crate::contract::idempotency::key as idempotency_key;
 
 /// Attempts that commit optimistically before one runs with its namespace held.
 const OPTIMISTIC_ATTEMPTS: usize = 3;
@@ -96,16 +98,16 @@ impl Namespaces {
     }
 }
 
-fn unavailable(e: StoreError) -> ApiError {
+fn unavailable(e: StorageError) -> ApiError {
     ApiError::new(ErrorKind::StoreUnavailable, e.to_string())
 }
 
-/// Runs a store call: on a blocking thread when the store may wait on I/O, else inline.
+/// Runs a storage call: on a blocking thread when the storage may wait on I/O, else inline.
 async fn blocking<T: Send + 'static>(
-    store: &SharedStore,
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    storage: &SharedStorage,
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    if !store.waits_on_io() {
+    if !storage.waits_on_io() {
         return f().map_err(unavailable);
     }
     tokio::task::spawn_blocking(f)
@@ -114,44 +116,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(unavailable)
 }
 
-async fn lookup(store: &SharedStore, key: &str) -> Result<Option<Recorded>, ApiError> {
-    let (s, key) = (store.clone(), key.to_string());
-    blocking(store, move || s.recorded(&key)).await
+async fn lookup(storage: &SharedStorage, key: &str) -> Result<Option<Recorded>, ApiError> {
+    let (s, key) = (storage.clone(), key.to_string());
+    blocking(storage, move || s.recorded(&key)).await
 }
 
-/// Equal for retries of the same booking: SHA-256 over the route, the WorkOrderID and the
-/// canonical body (object keys sorted, no insignificant white space).
-pub fn idempotency_key(route: &str, work_order_id: Option<&str>, body: &Value) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(route.as_bytes());
-    hasher.update([0]);
-    hasher.update(work_order_id.unwrap_or("").as_bytes());
-    hasher.update([0]);
-    // serde_json's map is ordered by key, so this serialisation is canonical. It is
-    // written straight into the hash, never held as a string.
-    let mut into_hash = HashWriter(&mut hasher);
-    // Writing a `Value` into a sink that cannot fail cannot fail.
-    let _ = serde_json::to_writer(&mut into_hash, body);
-    crate::text::hex(&hasher.finalize())
-}
-
-/// An `io::Write` that feeds a SHA-256.
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The journal of one host: its store, the bookings running, the namespace locks and the
+/// The journal of one host: its storage, the bookings running, the namespace locks and the
 /// retention.
 pub struct Journal {
-    store: SharedStore,
+    storage: SharedStorage,
     in_flight: InFlight,
     namespaces: Namespaces,
     retention: Duration,
@@ -166,14 +139,14 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// A journal in `store` for the plugins named `plugins`, keeping records `retention`.
+    /// A journal in `storage` for the plugins named `plugins`, keeping records `retention`.
     pub fn new<'a>(
-        store: SharedStore,
+        storage: SharedStorage,
         plugins: impl IntoIterator<Item = &'a String>,
         retention: Duration,
     ) -> Journal {
         Journal {
-            store,
+            storage,
             in_flight: InFlight::default(),
             namespaces: Namespaces::new(plugins),
             retention,
@@ -193,9 +166,9 @@ impl Journal {
                 };
                 let before =
                     crate::clock::unix_seconds().saturating_sub(journal.retention.as_secs());
-                let store = journal.store.clone();
+                let storage = journal.storage.clone();
                 drop(journal);
-                match tokio::task::spawn_blocking(move || store.prune(before)).await {
+                match tokio::task::spawn_blocking(move || storage.prune(before)).await {
                     Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "journal pruned"),
                     Ok(Err(e)) => tracing::warn!("journal pruning failed: {e}"),
                     _ => {}
@@ -230,7 +203,7 @@ async fn book(
             Err(mut first) => {
                 // Ends when the first booking ends, however it ends.
                 let _ = first.changed().await;
-                if let Some(done) = lookup(&app.store, key).await? {
+                if let Some(done) = lookup(&app.storage, key).await? {
                     return Ok(Booked::Replayed(done));
                 }
             }
@@ -238,7 +211,7 @@ async fn book(
     };
     // Claimed: this is the only booking of the key running in this host; it may have
     // been completed before (a retry).
-    if let Some(done) = lookup(&app.store, key).await? {
+    if let Some(done) = lookup(&app.storage, key).await? {
         return Ok(Booked::Replayed(done));
     }
 
@@ -252,7 +225,7 @@ async fn book(
         let services = Services {
             kv: plugin
                 .kv
-                .then(|| KvSession::new(app.store.clone(), name, true)),
+                .then(|| KvSession::new(app.storage.clone(), name, true)),
         };
         let (bytes, services) =
             crate::dispatch::answer(runtime, plugin, RouteKind::BookJob, ctx, json, services)
@@ -276,10 +249,10 @@ async fn book(
             (None, Some(lock)) if !batch.writes.is_empty() => Some(lock.read().await),
             _ => None,
         };
-        let store = app.store.clone();
-        let outcome = blocking(&app.store, move || {
+        let storage = app.storage.clone();
+        let outcome = blocking(&app.storage, move || {
             let response = batch.journal.as_ref().map(|j| j.response.clone());
-            store.commit(batch).map(|c| (c, response))
+            storage.commit(batch).map(|c| (c, response))
         })
         .await?;
         drop((shared, exclusive));
@@ -305,6 +278,7 @@ async fn book(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn idempotency_key_ignores_key_order_and_white_space() {

@@ -35,7 +35,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod runtime;
 pub mod server;
-pub mod store;
+pub mod storage;
 pub mod text;
 pub mod watch;
 pub use app::App;

@@ -73,16 +73,9 @@ fn needs_escape(c: char) -> bool {
     c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
-/// Lowercase hex of `bytes`, without a formatter call per byte (this runs per request).
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
+/// Lowercase hex of `bytes` (the one written beside the idempotency key, which the guest
+/// SDK shares).
+pub use crate::contract::idempotency::hex;
 
 #[cfg(test)]
 mod tests {

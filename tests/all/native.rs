@@ -73,7 +73,7 @@ async fn native_rules_book_through_the_hosts_store_and_journal() {
     assert_eq!(first.json["OrderNum"], "FU-00000001", "{}", first.text);
     assert_eq!(second.json["OrderNum"], "FU-00000002", "{}", second.text);
     // The sequence lives in the host's store, in the plugin's namespace.
-    let stored = server.app.store.get("capacity-booker", "sequence/order");
+    let stored = server.app.storage.get("capacity-booker", "sequence/order");
     assert_eq!(stored.unwrap().as_deref(), Some(&b"2"[..]));
     // A retry is answered from the journal without running the rules again.
     let retry = server

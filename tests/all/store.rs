@@ -58,7 +58,7 @@ async fn fifty_concurrent_bookings_for_a_slot_with_capacity_three_book_exactly_t
         BTreeSet::from(["FU-00000001", "FU-00000002", "FU-00000003"]),
         "unique and gap-free"
     );
-    let store = &server.app.store;
+    let store = &server.app.storage;
     assert_eq!(
         store.get("capped", "sequence/order").unwrap().unwrap(),
         b"3"
@@ -121,7 +121,7 @@ async fn the_same_booking_sent_forty_times_runs_the_plugin_once() {
     assert_eq!(
         server
             .app
-            .store
+            .storage
             .get("capped", "sequence/order")
             .unwrap()
             .unwrap(),
@@ -158,5 +158,5 @@ async fn a_failed_booking_is_not_recorded_and_its_retry_runs_again() {
         Some("WO-2"),
         &serde_json::from_str(&body).unwrap(),
     );
-    assert_eq!(server.app.store.recorded(&key).unwrap(), None);
+    assert_eq!(server.app.storage.recorded(&key).unwrap(), None);
 }

@@ -27,7 +27,7 @@ use followup_host::dispatch::native::NativeRules;
 use followup_host::http::routes::RouteKind;
 use followup_host::plugin::LoadedPlugin;
 use followup_host::runtime::Services;
-use followup_host::store::kv::KvSession;
+use followup_host::storage::kv::KvSession;
 use followup_tests::guests;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,7 +98,7 @@ async fn request(
     let json = followup_host::http::json::parse_body(body, &app.limits).expect("valid body");
     let services = Services {
         kv: Some(KvSession::new(
-            app.store.clone(),
+            app.storage.clone(),
             &plugin.ident.name,
             kind == RouteKind::BookJob,
         )),

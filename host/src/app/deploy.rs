@@ -10,7 +10,7 @@ use crate::plugin;
 use crate::plugin::history::Trigger;
 use crate::plugin::{LoadedPlugin, PluginIdent};
 use crate::runtime;
-use crate::store;
+use crate::storage;
 use std::sync::{Arc, PoisonError};
 
 impl App {
@@ -138,7 +138,7 @@ impl App {
                 let services = runtime::Services {
                     kv: candidate
                         .kv
-                        .then(|| store::kv::KvSession::new(self.store.clone(), name, true)),
+                        .then(|| storage::kv::KvSession::new(self.storage.clone(), name, true)),
                 };
                 // Served like a request: runaways make way for it, and it for none.
                 let _serving = self.runtime.arrive();

@@ -16,7 +16,7 @@ use crate::plugin;
 use crate::plugin::LoadedPlugin;
 use crate::plugin::history::History;
 use crate::runtime::PluginRuntime;
-use crate::store;
+use crate::storage;
 use anyhow::{Context, bail};
 use start::{Sample, check_serves, load_configured, read_samples};
 use std::collections::{BTreeMap, HashMap};
@@ -40,7 +40,7 @@ pub struct App {
     /// Plugins serving a kept version because their configured file was refused at start.
     degraded: Mutex<BTreeMap<String, plugin::Degraded>>,
     /// Plugins' key-value data and the idempotency journal.
-    pub store: store::SharedStore,
+    pub storage: storage::SharedStorage,
     /// The idempotency journal: bookings that happen once.
     pub journal: Arc<journal::Journal>,
     pub status_mode: StatusMode,
@@ -81,12 +81,12 @@ impl App {
         let versions_dir =
             (!config.versions_dir.as_os_str().is_empty()).then(|| config.versions_dir.clone());
         let history = History::open(versions_dir)?;
-        let store: store::SharedStore = match config.store.backend {
+        let storage: storage::SharedStorage = match config.store.backend {
             config::StoreBackend::Sqlite => Arc::new(
-                store::sqlite::SqliteStore::open(&config.store.path)
+                storage::sqlite::SqliteStorage::open(&config.store.path)
                     .with_context(|| format!("store {}", config.store.path.display()))?,
             ),
-            config::StoreBackend::Memory => Arc::new(store::memory::MemoryStore::new()),
+            config::StoreBackend::Memory => Arc::new(storage::memory::MemoryStorage::new()),
         };
         let mut plugins = HashMap::new();
         let mut samples = HashMap::new();
@@ -146,9 +146,9 @@ impl App {
             history,
             swapping: Mutex::default(),
             degraded: Mutex::new(degraded),
-            store: store.clone(),
+            storage: storage.clone(),
             journal: Arc::new(journal::Journal::new(
-                store,
+                storage,
                 config.plugins.keys(),
                 std::time::Duration::from_secs(
                     config.store.journal_retention_hours.saturating_mul(3600),

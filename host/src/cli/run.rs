@@ -232,7 +232,7 @@ fn report(
         ),
     )?;
     if plugin.kv {
-        let max = crate::store::kv::MAX_READ_BYTES;
+        let max = crate::storage::kv::MAX_READ_BYTES;
         line(
             out,
             "kv read",
@@ -240,7 +240,7 @@ fn report(
             Some(max as f64),
             format!("{} bytes held of {max} per call", s.kv_read_bytes),
         )?;
-        let max = crate::store::kv::MAX_WRITTEN_BYTES;
+        let max = crate::storage::kv::MAX_WRITTEN_BYTES;
         line(
             out,
             "kv written",

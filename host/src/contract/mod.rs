@@ -1,6 +1,6 @@
 //! The contract, the host's lowest layer: the one `bindgen!` of the WIT package
 //! ([`bindings`]), the records and their JSON mapping shared with the guest SDK (one source
-//! file, compiled into both), the kinds of operation a route serves, and the name of a
+//! file, compiled into both), the idempotency key (shared the same way), the kinds of operation a route serves, and the name of a
 //! plugin version. Every other layer builds on these; this module imports none of them.
 
 pub mod bindings;
@@ -14,6 +14,9 @@ pub mod types {
 pub mod codec;
 
 pub use codec::{Problem, decode, encode, parse_datetime, to_vec};
+
+#[path = "../../../guest-sdk/src/idempotency.rs"]
+pub mod idempotency;
 
 /// What a route serves: which export of a plugin answers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

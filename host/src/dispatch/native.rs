@@ -17,7 +17,7 @@ use crate::plugin::LoadedPlugin;
 pub use crate::plugin::native::NativeRules;
 use crate::runtime::output::GuestOutput;
 use crate::runtime::state::{HostCalls, Services};
-use crate::store::kv::{KvError, KvSession};
+use crate::storage::kv::{KvError, KvSession};
 use followup_sdk as sdk;
 use serde_json::Value;
 use std::cell::RefCell;

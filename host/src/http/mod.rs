@@ -191,7 +191,11 @@ async fn serve<'a>(
             // Searches read the store but never change it.
             let services = crate::runtime::Services {
                 kv: plugin.kv.then(|| {
-                    crate::store::kv::KvSession::new(app.store.clone(), &plugin.ident.name, false)
+                    crate::storage::kv::KvSession::new(
+                        app.storage.clone(),
+                        &plugin.ident.name,
+                        false,
+                    )
                 }),
             };
             let (bytes, _) =

@@ -1,10 +1,10 @@
 //! Host implementations of the WIT imports: logging and configuration (every plugin), and
 //! the key-value store (when granted). They are plain Rust and are tested without Wasm; the
-//! store's semantics live in [`crate::store::kv`].
+//! store's semantics live in [`crate::storage::kv`].
 
 use super::state::PluginState;
 use crate::contract::bindings::{config, kv, log, types};
-use crate::store::kv::KvError;
+use crate::storage::kv::KvError;
 
 impl types::Host for PluginState {}
 
@@ -57,7 +57,7 @@ impl From<KvError> for kv::KvError {
 impl PluginState {
     /// The call's key-value session; a plugin that imports the store is only loaded when
     /// granted it, so a missing session means a search or a host without a store.
-    fn kv(&mut self) -> Result<&mut crate::store::kv::KvSession, kv::KvError> {
+    fn kv(&mut self) -> Result<&mut crate::storage::kv::KvSession, kv::KvError> {
         self.host_calls.kv += 1;
         self.services.kv.as_mut().ok_or_else(|| {
             kv::KvError::Denied("the key-value store is not available to this call".into())

@@ -5,7 +5,7 @@ use super::outbound::OutboundPolicy;
 use super::output::GuestOutput;
 use super::sandbox::Limiter;
 use crate::contract::PluginIdent;
-use crate::store::kv::KvSession;
+use crate::storage::kv::KvSession;
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;

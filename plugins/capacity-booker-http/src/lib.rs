@@ -5,7 +5,7 @@
 //! a booking, and answers the same bodies:
 //! 1. reads the whole request body (`POST /anything/{WorkOrderID}`, the last path segment);
 //! 2. parses it as JSON and decodes it as a Book Job with the SDK's mapping (400 on failure);
-//! 3. computes the idempotency key as the host does (route `followup`);
+//! 3. computes the idempotency key with the host's own function (route `followup`);
 //! 4. runs [`rules::Rules::book_with`] with a fixed configuration (see [`CONFIG`]):
 //!    order numbers derived from the key, so no key-value store is needed;
 //! 5. answers 200 with the encoded Book Job Response, or 500 naming the error.
@@ -19,11 +19,11 @@
 #[allow(dead_code, reason = "the peer uses only `book_with` of the rules")]
 mod rules;
 
+use followup_sdk::idempotency::key as idempotency_key;
 use followup_sdk::time::Timestamp;
 use followup_sdk::{BookJob, BookJobResponse, RequestContext};
 use rules::Rules;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 /// The route name the idempotency key and the request context carry.
 pub const ROUTE: &str = "followup";
@@ -40,26 +40,6 @@ fn config(key: &str) -> Option<String> {
         .iter()
         .find(|(k, _)| *k == key)
         .map(|(_, v)| (*v).to_string())
-}
-
-/// The idempotency key exactly as the host computes it: lowercase hex SHA-256 over the
-/// route name, 0, the work order id, 0, and the body's canonical serialisation.
-pub fn idempotency_key(route: &str, work_order_id: Option<&str>, body: &Value) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(route.as_bytes());
-    hasher.update([0]);
-    hasher.update(work_order_id.unwrap_or("").as_bytes());
-    hasher.update([0]);
-    // serde_json's map is ordered by key, so this serialisation is canonical.
-    hasher.update(body.to_string().as_bytes());
-    // Hex without a formatter call per byte, as the host writes it.
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for b in hasher.finalize() {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 /// The work order id: the last segment of the path (any query string dropped).

@@ -1,4 +1,6 @@
-//! The host's store: plugins' key-value data and the idempotency journal, behind one trait.
+//! The host's storage: plugins' key-value data and the idempotency journal, behind one
+//! trait. ("Store" alone is wasmtime's per-call `Store`; the `[store]` configuration section
+//! keeps its name.)
 //!
 //! The trait is what every backend must honestly provide: reads of committed data, and one
 //! atomic, durable `commit` that checks what a booking read (compare-and-swap over every key
@@ -16,7 +18,7 @@ use std::sync::Arc;
 /// A failure of the store itself (I/O, corruption, a backend gone away).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store: {0}")]
-pub struct StoreError(pub String);
+pub struct StorageError(pub String);
 
 /// One booking's effects, applied all together or not at all.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -66,18 +68,18 @@ pub enum Commit {
     Recorded(Recorded),
 }
 
-/// A backend of the store.
-pub trait Store: Send + Sync + 'static {
+/// A storage backend.
+pub trait Storage: Send + Sync + 'static {
     /// The committed value of `key` in namespace `ns`.
-    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// The committed keys of `ns` that start with `prefix`, in byte order, at most `limit`.
-    fn list(&self, ns: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError>;
+    fn list(&self, ns: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StorageError>;
     /// Applies `batch` atomically and durably if its expectations hold (see [`Commit`]).
-    fn commit(&self, batch: Batch) -> Result<Commit, StoreError>;
+    fn commit(&self, batch: Batch) -> Result<Commit, StorageError>;
     /// The journal's record of a completed booking.
-    fn recorded(&self, key: &str) -> Result<Option<Recorded>, StoreError>;
+    fn recorded(&self, key: &str) -> Result<Option<Recorded>, StorageError>;
     /// Removes journal records older than `before` (Unix seconds); how many.
-    fn prune(&self, before: u64) -> Result<u64, StoreError>;
+    fn prune(&self, before: u64) -> Result<u64, StorageError>;
     /// Whether calls may wait on I/O (disk, network), so that async code must make them
     /// on a blocking thread. A backend that never waits is called inline.
     fn waits_on_io(&self) -> bool {
@@ -85,14 +87,14 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// The store every plugin of a host shares.
-pub type SharedStore = Arc<dyn Store>;
+/// The storage every plugin of a host shares.
+pub type SharedStorage = Arc<dyn Storage>;
 
-/// One suite of cases every store backend must pass, run against each of them: the same
+/// One suite of cases every storage backend must pass, run against each of them: the same
 /// commits, conflicts, journal records and listings, whatever holds them.
 #[cfg(test)]
 mod conformance {
-    use super::{Batch, Commit, Listing, Recorded, Store};
+    use super::{Batch, Commit, Listing, Recorded, Storage};
 
     fn record(key: &str, at: u64) -> Recorded {
         Recorded {
@@ -112,7 +114,7 @@ mod conformance {
         }
     }
 
-    pub fn commits_apply_whole_and_namespaces_are_separate(s: &dyn Store) {
+    pub fn commits_apply_whole_and_namespaces_are_separate(s: &dyn Storage) {
         assert_eq!(s.commit(write("a", "k", b"1")).unwrap(), Commit::Done);
         assert_eq!(s.get("a", "k").unwrap(), Some(b"1".to_vec()));
         assert_eq!(s.get("b", "k").unwrap(), None);
@@ -125,7 +127,7 @@ mod conformance {
         assert_eq!(s.get("a", "k").unwrap(), None);
     }
 
-    pub fn a_changed_read_or_listing_is_a_conflict_and_applies_nothing(s: &dyn Store) {
+    pub fn a_changed_read_or_listing_is_a_conflict_and_applies_nothing(s: &dyn Storage) {
         s.commit(write("a", "seq", b"1")).unwrap();
         let stale = Batch {
             expect: vec![("seq".into(), None)],
@@ -152,7 +154,7 @@ mod conformance {
         assert_eq!(s.commit(fresh).unwrap(), Commit::Done);
     }
 
-    pub fn the_journal_records_once_and_prunes_by_age(s: &dyn Store) {
+    pub fn the_journal_records_once_and_prunes_by_age(s: &dyn Storage) {
         let first = Batch {
             journal: Some(record("k", 10)),
             ..write("a", "x", b"1")
@@ -174,7 +176,7 @@ mod conformance {
         assert!(s.recorded("new").unwrap().is_some());
     }
 
-    pub fn listings_are_in_byte_order_within_the_namespace_and_limit(s: &dyn Store) {
+    pub fn listings_are_in_byte_order_within_the_namespace_and_limit(s: &dyn Storage) {
         for key in ["p/b", "p/a", "q/a", "p/c"] {
             s.commit(write("a", key, b"")).unwrap();
         }
@@ -188,8 +190,8 @@ mod conformance {
     /// directory, if it has one.
     fn run(
         name: &str,
-        make: impl FnOnce(&str) -> (Box<dyn Store>, Option<std::path::PathBuf>),
-        case: fn(&dyn Store),
+        make: impl FnOnce(&str) -> (Box<dyn Storage>, Option<std::path::PathBuf>),
+        case: fn(&dyn Storage),
     ) {
         let (store, dir) = make(name);
         case(&*store);
@@ -221,13 +223,14 @@ mod conformance {
     }
 
     conformance!(memory, |_case: &str| {
-        let store: Box<dyn crate::store::Store> =
-            Box::new(crate::store::memory::MemoryStore::new());
+        let store: Box<dyn crate::storage::Storage> =
+            Box::new(crate::storage::memory::MemoryStorage::new());
         (store, None)
     });
     conformance!(sqlite, |case: &str| {
-        let (store, dir) = crate::store::sqlite::tests::temp_store(&format!("conformance-{case}"));
-        let store: Box<dyn crate::store::Store> = Box::new(store);
+        let (store, dir) =
+            crate::storage::sqlite::tests::temp_store(&format!("conformance-{case}"));
+        let store: Box<dyn crate::storage::Storage> = Box::new(store);
         (store, Some(dir))
     });
 }

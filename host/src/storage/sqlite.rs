@@ -6,7 +6,7 @@
 //! back alone), and the group shares one fsync. Reads use a small pool of read-only
 //! connections, which WAL lets run beside the writer.
 
-use super::{Batch, Commit, Listing, Recorded, Store, StoreError};
+use super::{Batch, Commit, Listing, Recorded, Storage, StorageError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::Path;
 use std::sync::mpsc;
@@ -30,7 +30,7 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
 ";
 
-type Reply<T> = mpsc::SyncSender<Result<T, StoreError>>;
+type Reply<T> = mpsc::SyncSender<Result<T, StorageError>>;
 
 /// Work for the writer thread.
 enum Job {
@@ -38,30 +38,30 @@ enum Job {
     Prune(u64, Reply<u64>),
 }
 
-pub struct SqliteStore {
+pub struct SqliteStorage {
     writer: Mutex<mpsc::Sender<Job>>,
     readers: Vec<Mutex<Connection>>,
 }
 
-impl std::fmt::Debug for SqliteStore {
+impl std::fmt::Debug for SqliteStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").finish_non_exhaustive()
+        f.debug_struct("SqliteStorage").finish_non_exhaustive()
     }
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+fn err(e: impl std::fmt::Display) -> StorageError {
+    StorageError(e.to_string())
 }
 
-impl SqliteStore {
+impl SqliteStorage {
     /// Opens (creating if missing) the store at `path`.
-    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStorage, StorageError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+                .map_err(|e| StorageError(format!("cannot create {}: {e}", dir.display())))?;
         }
         let writer = Connection::open(path)
-            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| StorageError(format!("cannot open {}: {e}", path.display())))?;
         writer
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
@@ -79,19 +79,22 @@ impl SqliteStore {
                     .map_err(err)?;
                 Ok(Mutex::new(c))
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .collect::<Result<Vec<_>, StorageError>>()?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("followup-store".into())
             .spawn(move || write_loop(writer, rx))
             .map_err(err)?;
-        Ok(SqliteStore {
+        Ok(SqliteStorage {
             writer: Mutex::new(tx),
             readers,
         })
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
         // The first free connection, else wait for one chosen by thread.
         for reader in &self.readers {
             if let Ok(c) = reader.try_lock() {
@@ -113,32 +116,32 @@ fn thread_index() -> usize {
     h.finish() as usize
 }
 
-impl Store for SqliteStore {
-    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+impl Storage for SqliteStorage {
+    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         self.read(|c| get(c, ns, key))
     }
 
-    fn list(&self, ns: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+    fn list(&self, ns: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StorageError> {
         self.read(|c| list(c, ns, prefix, limit))
     }
 
-    fn commit(&self, batch: Batch) -> Result<Commit, StoreError> {
+    fn commit(&self, batch: Batch) -> Result<Commit, StorageError> {
         self.send(|reply| Job::Commit(batch, reply))
     }
 
-    fn recorded(&self, key: &str) -> Result<Option<Recorded>, StoreError> {
+    fn recorded(&self, key: &str) -> Result<Option<Recorded>, StorageError> {
         self.read(|c| recorded(c, key))
     }
 
-    fn prune(&self, before: u64) -> Result<u64, StoreError> {
+    fn prune(&self, before: u64) -> Result<u64, StorageError> {
         self.send(|reply| Job::Prune(before, reply))
     }
 }
 
-impl SqliteStore {
+impl SqliteStorage {
     /// Hands a job to the writer thread and waits for its answer.
-    fn send<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
-        let stopped = || StoreError("the store's writer has stopped".into());
+    fn send<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StorageError> {
+        let stopped = || StorageError("the store's writer has stopped".into());
         let (reply, answer) = mpsc::sync_channel(1);
         self.writer
             .lock()
@@ -268,7 +271,7 @@ fn write_loop(mut c: Connection, rx: mpsc::Receiver<Job>) {
 fn commit_group(
     c: &mut Connection,
     group: &[(Batch, Reply<Commit>)],
-) -> Vec<Result<Commit, StoreError>> {
+) -> Vec<Result<Commit, StorageError>> {
     let run = |c: &mut Connection| -> rusqlite::Result<Vec<Commit>> {
         let mut tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(group.len());
@@ -298,12 +301,12 @@ pub mod tests {
     use super::*;
     use std::sync::Arc;
 
-    pub fn temp_store(name: &str) -> (SqliteStore, std::path::PathBuf) {
+    pub fn temp_store(name: &str) -> (SqliteStorage, std::path::PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("followup-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("store.db");
-        (SqliteStore::open(&path).unwrap(), dir)
+        (SqliteStorage::open(&path).unwrap(), dir)
     }
 
     fn write(ns: &str, key: &str, value: &[u8]) -> Batch {
@@ -376,7 +379,7 @@ pub mod tests {
         );
         assert_eq!(s.get("p", "seq").unwrap().as_deref(), Some(&b"1"[..]));
         drop(s);
-        let s = SqliteStore::open(&dir.join("store.db")).unwrap();
+        let s = SqliteStorage::open(&dir.join("store.db")).unwrap();
         assert_eq!(s.recorded("idem").unwrap(), Some(record(b"first")));
         assert_eq!(s.prune(50).unwrap(), 0);
         assert_eq!(s.prune(101).unwrap(), 1);

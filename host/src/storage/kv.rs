@@ -7,7 +7,7 @@
 //! booking that fails they are dropped. Increment and compare-and-swap are a read and a write
 //! of this kind, which makes them race-free without locks held across a plugin call.
 
-use super::{Batch, Listing, Recorded, SharedStore, StoreError};
+use super::{Batch, Listing, Recorded, SharedStorage, StorageError};
 use std::collections::BTreeMap;
 
 /// Longest key, in bytes.
@@ -40,14 +40,14 @@ pub enum KvError {
     Unavailable(String),
 }
 
-impl From<StoreError> for KvError {
-    fn from(e: StoreError) -> Self {
+impl From<StorageError> for KvError {
+    fn from(e: StorageError) -> Self {
         KvError::Unavailable(e.0)
     }
 }
 
 pub struct KvSession {
-    store: SharedStore,
+    storage: SharedStorage,
     ns: String,
     writable: bool,
     reads: BTreeMap<String, Option<Vec<u8>>>,
@@ -72,9 +72,9 @@ impl std::fmt::Debug for KvSession {
 
 impl KvSession {
     /// A session over namespace `ns`; `writable` is false for appointment searches.
-    pub fn new(store: SharedStore, ns: &str, writable: bool) -> KvSession {
+    pub fn new(storage: SharedStorage, ns: &str, writable: bool) -> KvSession {
         KvSession {
-            store,
+            storage,
             ns: ns.to_string(),
             writable,
             reads: BTreeMap::new(),
@@ -140,7 +140,7 @@ impl KvSession {
         if let Some(seen) = self.reads.get(key) {
             return Ok(seen.clone());
         }
-        let value = self.store.get(&self.ns, key)?;
+        let value = self.storage.get(&self.ns, key)?;
         self.hold(ENTRY_BYTES + key.len() + value.as_ref().map_or(0, Vec::len))?;
         self.reads.insert(key.to_string(), value.clone());
         Ok(value)
@@ -200,7 +200,7 @@ impl KvSession {
         let committed = match seen {
             Some(listing) => listing.keys.clone(),
             None => {
-                let keys = self.store.list(&self.ns, prefix, fetch)?;
+                let keys = self.storage.list(&self.ns, prefix, fetch)?;
                 let bytes = keys.iter().map(|k| ENTRY_BYTES + k.len()).sum::<usize>();
                 self.hold(ENTRY_BYTES + prefix.len() + bytes)?;
                 self.lists.push(Listing {
@@ -283,14 +283,14 @@ impl KvSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Commit;
-    use crate::store::sqlite::SqliteStore;
+    use crate::storage::Commit;
+    use crate::storage::sqlite::SqliteStorage;
     use std::sync::Arc;
 
-    fn store(name: &str) -> (SharedStore, std::path::PathBuf) {
+    fn store(name: &str) -> (SharedStorage, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("followup-kv-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let s = SqliteStore::open(&dir.join("kv.db")).unwrap();
+        let s = SqliteStorage::open(&dir.join("kv.db")).unwrap();
         (Arc::new(s), dir)
     }
 

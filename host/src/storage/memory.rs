@@ -6,7 +6,7 @@
 //! the lock, so commits are atomic and serialisable like SQLite's; none of them waits on
 //! I/O, which is why the journal calls this backend inline instead of on a blocking thread.
 
-use super::{Batch, Commit, Listing, Recorded, Store, StoreError};
+use super::{Batch, Commit, Listing, Recorded, Storage, StorageError};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -22,11 +22,11 @@ struct Data {
 
 /// The store in this process's memory.
 #[derive(Debug, Default)]
-pub struct MemoryStore {
+pub struct MemoryStorage {
     data: Mutex<Data>,
 }
 
-impl MemoryStore {
+impl MemoryStorage {
     pub fn new() -> Self {
         Self::default()
     }
@@ -53,16 +53,16 @@ impl Data {
     }
 }
 
-impl Store for MemoryStore {
-    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+impl Storage for MemoryStorage {
+    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.lock().get(ns, key))
     }
 
-    fn list(&self, ns: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+    fn list(&self, ns: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StorageError> {
         Ok(self.lock().list(ns, prefix, limit))
     }
 
-    fn commit(&self, batch: Batch) -> Result<Commit, StoreError> {
+    fn commit(&self, batch: Batch) -> Result<Commit, StorageError> {
         let mut data = self.lock();
         if let Some(journal) = &batch.journal
             && let Some(earlier) = data.journal.get(&journal.key)
@@ -96,11 +96,11 @@ impl Store for MemoryStore {
         Ok(Commit::Done)
     }
 
-    fn recorded(&self, key: &str) -> Result<Option<Recorded>, StoreError> {
+    fn recorded(&self, key: &str) -> Result<Option<Recorded>, StorageError> {
         Ok(self.lock().journal.get(key).cloned())
     }
 
-    fn prune(&self, before: u64) -> Result<u64, StoreError> {
+    fn prune(&self, before: u64) -> Result<u64, StorageError> {
         let mut data = self.lock();
         let was = data.journal.len();
         data.journal.retain(|_, r| r.at >= before);

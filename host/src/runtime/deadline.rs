@@ -95,7 +95,7 @@ impl Throttle {
     /// not it calls a plugin: while it is, runaways take turns on the slow lane. Whoever
     /// calls a plugin for a request holds one for the length of the call: a runaway is
     /// discounted from the requests in flight as its own.
-    pub fn arrive(&self) -> Arrival {
+    pub fn arrive(&self) -> Arrival<'_> {
         self.load.arrive()
     }
 
@@ -136,10 +136,10 @@ impl Throttle {
             conduct.clone(),
         );
         let struck = conduct.struck();
-        let grace = if struck { 0 } else { self.runaway_ticks };
-        // Ticks of guest execution so far; a struck call's entry callback is not one.
+        // Callbacks after which the call has run past its grace: a struck call's first
+        // callback comes before its first instruction, so its grace is that one.
+        let grace = if struck { 1 } else { self.runaway_ticks };
         let mut ticks = 0u64;
-        let mut at_entry = struck;
         let state = store.data_mut();
         state.runaway = struck.then(|| self.load.runaway());
         state.past_grace = false;
@@ -148,9 +148,7 @@ impl Throttle {
             if Instant::now() >= deadline {
                 return Err(Trap::Interrupt.into());
             }
-            if !std::mem::take(&mut at_entry) {
-                ticks += 1;
-            }
+            ticks += 1;
             if ticks > grace && !store.data().past_grace {
                 let state = store.data_mut();
                 state.past_grace = true;

@@ -45,9 +45,9 @@ impl Load {
     }
 
     /// Counts a request as being served until the guard is dropped.
-    pub fn arrive(self: &Arc<Self>) -> Arrival {
+    pub fn arrive(&self) -> Arrival<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Arrival(self.clone())
+        Arrival(self)
     }
 
     /// Counts a call among the runaways until the guard is dropped.
@@ -70,11 +70,13 @@ impl Load {
     }
 }
 
-/// One request in flight, counted by the throttle until dropped.
+/// One request in flight, counted by the throttle until dropped. It borrows the count (no
+/// reference count to touch per request); a runaway mark, kept in the call's `Store`, owns
+/// one.
 #[derive(Debug)]
-pub struct Arrival(Arc<Load>);
+pub struct Arrival<'a>(&'a Load);
 
-impl Drop for Arrival {
+impl Drop for Arrival<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.last_end.store(self.0.now(), Ordering::Relaxed);

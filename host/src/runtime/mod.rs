@@ -137,7 +137,7 @@ impl PluginRuntime {
     }
 
     /// Counts a request as served until the guard drops (see [`deadline::Throttle::arrive`]).
-    pub fn arrive(&self) -> load::Arrival {
+    pub fn arrive(&self) -> load::Arrival<'_> {
         self.throttle.arrive()
     }
 
@@ -594,10 +594,9 @@ mod tests {
     /// A runtime whose runaways pause 200 ms between slices (a 1 % share of a 2 ms tick):
     /// longer than the deadlines below plus their grace, so a call that reaches the slow
     /// lane is abandoned there, however slow the machine.
-    fn slow_lane_runtime(fuel: bool) -> Arc<PluginRuntime> {
+    fn slow_lane_runtime() -> Arc<PluginRuntime> {
         PluginRuntime::new(&RuntimeConfig {
             max_instances: 4,
-            fuel,
             runaway_share_percent: 1,
             ..RuntimeConfig::default()
         })
@@ -606,7 +605,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_plugin_whose_calls_run_away_waits_its_turn_before_its_first_instruction() {
-        let rt = slow_lane_runtime(false);
+        let rt = slow_lane_runtime();
         let conduct = Arc::default();
         // Alone on the host, a loop runs at full speed past its grace: one strike.
         let (first, _) = run_as(&rt, LOOP, limits(50), &conduct).await;
@@ -649,7 +648,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_in_flight_is_counted_until_it_is_answered() {
-        let rt = slow_lane_runtime(false);
+        let rt = slow_lane_runtime();
         let conduct: Arc<deadline::Conduct> = Arc::default();
         // A loop with a request in flight: its grace at full speed, then the slow lane,
         // where it is abandoned.

@@ -2,6 +2,7 @@
 //! Object (`type`, `title`, `status`, `detail`, `invalidParams`). Every outcome's status
 //! is chosen in [`ErrorKind::status`], for both status modes, and nowhere else.
 
+use crate::config::StatusMode;
 use crate::contract::PluginIdent;
 use crate::contract::Problem;
 use crate::contract::types::BookingError;
@@ -11,18 +12,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// Which statuses the host answers with (`status_mode` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StatusMode {
-    /// Only what the interface documents: 200, 401, and 500 for every other failure; the
-    /// body's `type` says what it was. ServiceMobility relays our status to its caller.
-    #[default]
-    Documented,
-    /// Precise HTTP statuses (400, 404, 405, 409, 413, 415, 502, 503, 504, …).
-    Http,
-}
 
 /// Every way a request can fail. The `type` of the error body is [`ErrorKind::code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,10 @@
 //! The precompiled cache on disk: a restart loads instead of compiling, and a damaged
 //! entry is recompiled, never trusted.
 
+use followup_host::config::PluginManifest;
+use followup_host::config::RuntimeConfig;
 use followup_host::plugin::loader;
-use followup_host::plugin::manifest::PluginManifest;
 use followup_host::runtime::PluginRuntime;
-use followup_host::runtime::sandbox::RuntimeConfig;
 use followup_tests::guests;
 use std::path::Path;
 
@@ -17,8 +17,7 @@ fn start(dir: &Path) -> std::sync::Arc<PluginRuntime> {
 }
 
 fn load(runtime: &PluginRuntime) {
-    let manifest: PluginManifest =
-        toml::from_str(&format!("path = {:?}\nkv = true", guests::CAPACITY_BOOKER)).unwrap();
+    let manifest = PluginManifest::new(guests::CAPACITY_BOOKER).with_kv();
     loader::load_file(runtime, "capacity-booker", &manifest).unwrap();
 }
 

@@ -10,6 +10,7 @@
 
 use crate::support::Answer;
 use crate::support::{Server, example, temp_dir, token};
+use followup_host::config::{Config, HttpGrant, Limits, PluginManifest, RouteConfig, StatusMode};
 use followup_tests::guests;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -40,33 +41,43 @@ const AMP_TIMEOUT_MS: u64 = 500;
 /// longer when other tests share the cores; their deadline is not what is under test.
 const HEAVY_TIMEOUT_MS: u64 = 5_000;
 
-/// A plugin `amp-NAME` per behaviour, on `/amp/NAME/{0}` or `/amp-search/NAME`, granted
-/// the store and outbound HTTP to a port nothing listens on (the guest imports both).
-fn amplifier_config() -> String {
-    let mut text = String::new();
+/// The amplifier guest as plugin `name`, granted the store and outbound HTTP to a port
+/// nothing listens on (the guest imports both), doing `behaviour`.
+fn amplifier(behaviour: &str, limits: Limits) -> PluginManifest {
+    PluginManifest::new(guests::AMPLIFIER)
+        .with_kv()
+        .with_http(HttpGrant::allowing(["http://127.0.0.1:9"]))
+        .with_limits(limits)
+        .with_value("behaviour", behaviour)
+}
+
+/// A plugin `amp-NAME` per behaviour, on `/amp/NAME/{0}` or `/amp-search/NAME`, after what
+/// `config` has.
+fn amplifiers(mut config: Config) -> Config {
     for behaviour in BOOK.iter().chain(SEARCH) {
-        let route = if SEARCH.contains(behaviour) {
-            format!("path = \"/amp-search/{behaviour}\"\nkind = \"appointment-search\"")
-        } else {
-            format!("path = \"/amp/{behaviour}/{{0}}\"\nkind = \"book-job\"")
-        };
         // Building 1.2 million parts takes the guest tens of milliseconds of CPU, and longer
         // when other tests share the cores; its deadline is not what is under test.
-        let timeout = if *behaviour == "many-parts" {
+        let timeout_ms = if *behaviour == "many-parts" {
             HEAVY_TIMEOUT_MS
         } else {
             AMP_TIMEOUT_MS
         };
-        text.push_str(&format!(
-            "[plugins.amp-{behaviour}]\npath = {:?}\nkv = true\ntimeout_ms = {timeout}\n\
-             max_memory_bytes = {AMP_MEMORY}\n\
-             [plugins.amp-{behaviour}.http]\nallow = [\"http://127.0.0.1:9\"]\n\
-             [plugins.amp-{behaviour}.config]\nbehaviour = {behaviour:?}\n\
-             [[routes]]\n{route}\nplugin = \"amp-{behaviour}\"\n",
-            guests::AMPLIFIER
-        ));
+        let limits = Limits {
+            timeout_ms,
+            max_memory_bytes: AMP_MEMORY,
+            ..Limits::default()
+        };
+        let name = format!("amp-{behaviour}");
+        let route = if SEARCH.contains(behaviour) {
+            RouteConfig::appointment_search(format!("/amp-search/{behaviour}"), &name)
+        } else {
+            RouteConfig::book_job(format!("/amp/{behaviour}/{{0}}"), &name)
+        };
+        config = config
+            .with_plugin(&name, amplifier(behaviour, limits))
+            .with_route(route);
     }
-    text
+    config
 }
 
 fn path_of(behaviour: &str) -> String {
@@ -92,8 +103,16 @@ fn assert_refused(answer: &Answer, status: u16, kind: &str, says: &str) {
     assert!(detail.contains(says), "{}", answer.text);
 }
 
+/// A config answering with precise HTTP statuses.
+fn http_statuses() -> Config {
+    Config {
+        status_mode: StatusMode::Http,
+        ..Config::default()
+    }
+}
+
 async fn in_process() -> Server {
-    Server::with_config(&format!("status_mode = \"http\"\n{}", amplifier_config())).await
+    Server::of(amplifiers(http_statuses())).await
 }
 
 #[tokio::test]
@@ -150,14 +169,15 @@ async fn refusals_are_cut_to_their_bounds_and_to_max_response_bytes() {
 
 #[tokio::test]
 async fn a_refusal_too_large_to_lift_is_refused_as_too_large() {
-    let extra = format!(
-        "status_mode = \"http\"\n[plugins.flood]\npath = {:?}\nkv = true\ntimeout_ms = {HEAVY_TIMEOUT_MS}\n\
-         [plugins.flood.http]\nallow = [\"http://127.0.0.1:9\"]\n\
-         [plugins.flood.config]\nbehaviour = \"many-params\"\ncount = \"100000\"\n\
-         [[routes]]\npath = \"/flood/{{0}}\"\nkind = \"book-job\"\nplugin = \"flood\"\n",
-        guests::AMPLIFIER
-    );
-    let server = Server::with_config(&extra).await;
+    let limits = Limits {
+        timeout_ms: HEAVY_TIMEOUT_MS,
+        ..Limits::default()
+    };
+    let flood = amplifier("many-params", limits).with_value("count", "100000");
+    let config = http_statuses()
+        .with_plugin("flood", flood)
+        .with_route(RouteConfig::book_job("/flood/{0}", "flood"));
+    let server = Server::of(config).await;
     let answer = server
         .post("/flood/WO-1", &example("book-job.minimal.json"))
         .await;
@@ -167,14 +187,15 @@ async fn a_refusal_too_large_to_lift_is_refused_as_too_large() {
 
 #[tokio::test]
 async fn a_refusal_is_held_to_a_small_max_response_bytes() {
-    let extra = format!(
-        "status_mode = \"http\"\n[plugins.small]\npath = {:?}\nkv = true\nmax_response_bytes = 4096\n\
-         [plugins.small.http]\nallow = [\"http://127.0.0.1:9\"]\n\
-         [plugins.small.config]\nbehaviour = \"many-params\"\ncount = \"60\"\n\
-         [[routes]]\npath = \"/small/{{0}}\"\nkind = \"book-job\"\nplugin = \"small\"\n",
-        guests::AMPLIFIER
-    );
-    let server = Server::with_config(&extra).await;
+    let limits = Limits {
+        max_response_bytes: 4096,
+        ..Limits::default()
+    };
+    let small = amplifier("many-params", limits).with_value("count", "60");
+    let config = http_statuses()
+        .with_plugin("small", small)
+        .with_route(RouteConfig::book_job("/small/{0}", "small"));
+    let server = Server::of(config).await;
     let answer = server
         .post("/small/WO-1", &example("book-job.minimal.json"))
         .await;
@@ -310,22 +331,16 @@ impl Drop for Host {
 impl Host {
     fn start(label: &str) -> Host {
         let dir = temp_dir(label);
+        let mut config = amplifiers(Config::default())
+            .with_plugin("echo", PluginManifest::new(guests::ECHO))
+            .with_route(RouteConfig::book_job("/echo/{0}", "echo"));
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.cache_dir = std::env::temp_dir().join("followup-tests-cache");
+        config.versions_dir = dir.join("versions");
+        config.store.path = dir.join("followup.db");
+        let text = config.checked().unwrap().to_toml().unwrap();
         let config = dir.join("followup.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:0\"\ncache_dir = {:?}\nversions_dir = {:?}\n\
-                 [store]\npath = {:?}\n{}\
-                 [plugins.echo]\npath = {:?}\n\
-                 [[routes]]\npath = \"/echo/{{0}}\"\nkind = \"book-job\"\nplugin = \"echo\"\n",
-                std::env::temp_dir().join("followup-tests-cache"),
-                dir.join("versions"),
-                dir.join("followup.db"),
-                amplifier_config(),
-                guests::ECHO
-            ),
-        )
-        .unwrap();
+        std::fs::write(&config, text).unwrap();
         let log = dir.join("host.log");
         let (child, base) = followup_tests::process::start(
             env!("CARGO_BIN_EXE_followup-bench-host"),

@@ -11,10 +11,10 @@
 //! `FOLLOWUP_FUZZ_SECONDS=600 cargo test --release -p followup-tests --test all fuzz -- --nocapture`
 
 use crate::support::example;
+use followup_host::config::InputLimits;
 use followup_host::contract::types::{AppointmentSearchResponse, BookJob, BookJobResponse};
 use followup_host::contract::{decode, encode};
 use followup_host::http::json::parse_body;
-use followup_host::http::limits::InputLimits;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

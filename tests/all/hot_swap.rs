@@ -2,9 +2,12 @@
 //! API and through the watched file, the admission gate, rollback, restarts and shutdown.
 
 use crate::admin::{Admin, TOKEN};
-use crate::support::{Server, app, example, runtime, shared_runtime_config, temp_dir, test_config};
+use crate::support::{
+    Server, app, example, example_booker, runtime, served, shared_runtime_config, temp_dir,
+    test_config_of,
+};
 use followup_host::App;
-use followup_host::config::Config;
+use followup_host::config::{Config, PluginManifest};
 use followup_host::plugin::history::Trigger;
 use followup_host::plugin::loader;
 use followup_host::watch;
@@ -27,6 +30,16 @@ fn rebuilt(bytes: &[u8], tag: &str) -> Arc<[u8]> {
     ))
 }
 
+/// The hostile guest's `slow` behaviour from `path` as plugin `name` (see [`served`]): it
+/// sleeps `sleep_ms` and answers with `tag`.
+fn slow(name: &str, path: impl Into<PathBuf>, sleep_ms: &str, tag: &str) -> Config {
+    let manifest = PluginManifest::new(path)
+        .with_value("behaviour", "slow")
+        .with_value("sleep_ms", sleep_ms)
+        .with_value("tag", tag);
+    served(Config::default(), name, manifest)
+}
+
 /// Waits (at most 10 s) until `done` holds.
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -38,17 +51,13 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn a_request_started_on_v1_finishes_on_v1_while_v2_serves_new_ones() {
-    let extra = format!(
-        "[plugins.swappable]\npath = {:?}\n[plugins.swappable.config]\nbehaviour = \"slow\"\n\
-         sleep_ms = \"300\"\ntag = \"v1\"\n\
-         [[routes]]\npath = \"/swap/{{0}}\"\nkind = \"book-job\"\nplugin = \"swappable\"\n",
-        guests::HOSTILE
-    );
-    let server = Server::with_config(&extra).await;
+    let server = Server::of(slow("swappable", guests::HOSTILE, "300", "v1")).await;
     let body = example("book-job.minimal.json");
     let v1 = server.app.plugin("swappable").unwrap().ident.clone();
 
-    let slow = tokio::spawn(crate::support::send(server.request("/swap/WO-1", &body)));
+    let slow = tokio::spawn(crate::support::send(
+        server.request("/swappable/WO-1", &body),
+    ));
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let v2 = server
@@ -65,7 +74,7 @@ async fn a_request_started_on_v1_finishes_on_v1_while_v2_serves_new_ones() {
     assert_eq!(draining[0].in_flight, 1);
 
     // New requests are served by v2 at once.
-    let fresh = server.post("/swap/WO-2", &body).await;
+    let fresh = server.post("/swappable/WO-2", &body).await;
     assert_eq!(fresh.status, 200, "{}", fresh.text);
     assert_eq!(fresh.plugin, v2.to_string());
     assert!(fresh.json["OrderNum"].as_str().unwrap().starts_with('{'));
@@ -84,12 +93,7 @@ async fn a_component_renamed_over_the_watched_file_serves_and_partial_writes_are
     let dir = temp_dir("watched");
     let path = dir.join("booker.wasm");
     std::fs::copy(guests::ECHO, &path).unwrap();
-    let extra = format!(
-        "[plugins.watched]\npath = {path:?}\n[plugins.watched.config]\nbehaviour = \"slow\"\n\
-         sleep_ms = \"0\"\ntag = \"file\"\n\
-         [[routes]]\npath = \"/watched/{{0}}\"\nkind = \"book-job\"\nplugin = \"watched\"\n"
-    );
-    let server = Server::with_config(&extra).await;
+    let server = Server::of(slow("watched", &path, "0", "file")).await;
     let _watcher = watch::watch(server.app.clone(), Duration::from_millis(5)).unwrap();
     let body = example("book-job.minimal.json");
     let version = || server.app.plugin("watched").unwrap().ident.clone();
@@ -158,13 +162,8 @@ fn does_not_compile() -> Arc<[u8]> {
 async fn broken_candidates_are_refused_with_their_reason_and_v2_keeps_serving() {
     let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/spec/examples/book-job.minimal.json");
-    let extra = format!(
-        "[plugins.gated]\npath = {booker:?}\nkv = true\nsamples = [{sample:?}]\n\
-         [plugins.gated.config]\nnow = \"2024-06-17T12:00:00Z\"\nutc_offset_minutes = \"-240\"\n\
-         [[routes]]\npath = \"/gated/{{0}}\"\nkind = \"book-job\"\nplugin = \"gated\"\n",
-        booker = guests::CAPACITY_BOOKER,
-    );
-    let server = Server::with_config(&extra).await;
+    let gated = example_booker().with_sample(sample);
+    let server = Server::of(served(Config::default(), "gated", gated)).await;
     let app = &server.app;
     let body = example("book-job.minimal.json");
 
@@ -268,12 +267,12 @@ async fn deployed_versions_and_rollback_targets_survive_a_restart() {
     let dir = temp_dir("restart");
     let file: PathBuf = dir.join("echo.wasm");
     std::fs::copy(guests::ECHO, &file).unwrap();
-    let extra = format!(
-        "[plugins.kept]\npath = {file:?}\n\
-         [[routes]]\npath = \"/kept/{{0}}\"\nkind = \"book-job\"\nplugin = \"kept\"\n"
-    );
     let config = || {
-        let mut c = test_config(&extra);
+        let mut c = test_config_of(served(
+            Config::default(),
+            "kept",
+            PluginManifest::new(&file),
+        ));
         c.versions_dir = dir.join("versions");
         c
     };
@@ -309,11 +308,11 @@ async fn deployed_versions_and_rollback_targets_survive_a_restart() {
 
 /// A plugin `fallback` served from `file`, with its versions kept in `dir/versions`.
 fn fallback_config(dir: &Path, file: &Path) -> Config {
-    let extra = format!(
-        "[plugins.fallback]\npath = {file:?}\n\
-         [[routes]]\npath = \"/fallback/{{0}}\"\nkind = \"book-job\"\nplugin = \"fallback\"\n"
-    );
-    let mut config = test_config(&extra);
+    let mut config = test_config_of(served(
+        Config::default(),
+        "fallback",
+        PluginManifest::new(file),
+    ));
     config.versions_dir = dir.join("versions");
     config
 }
@@ -478,13 +477,7 @@ async fn without_a_kept_version_that_loads_a_refused_file_stops_the_start_and_sa
 
 #[tokio::test]
 async fn shutdown_finishes_requests_in_flight_then_stops_accepting() {
-    let extra = format!(
-        "[plugins.slow]\npath = {:?}\n[plugins.slow.config]\nbehaviour = \"slow\"\n\
-         sleep_ms = \"300\"\ntag = \"last\"\n\
-         [[routes]]\npath = \"/slow/{{0}}\"\nkind = \"book-job\"\nplugin = \"slow\"\n",
-        guests::HOSTILE
-    );
-    let app = Arc::new(app(test_config(&extra)).await);
+    let app = Arc::new(app(test_config_of(slow("slow", guests::HOSTILE, "300", "last"))).await);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -3,6 +3,7 @@
 //! rule refuses, through the same HTTP path.
 
 use crate::support::{Answer, Server, example, example_json, with};
+use followup_host::config::{Config, Limits, PluginManifest, RouteConfig};
 use followup_tests::guests;
 use serde_json::{Value, json};
 use std::time::Instant;
@@ -13,27 +14,42 @@ const PORTS: &[(&str, &str)] = &[
     ("js", guests::CAPACITY_BOOKER_JS),
 ];
 
-fn config() -> String {
-    let mut text = String::new();
+fn config() -> Config {
+    let mut config = Config::default();
     for (prefix, path) in [("rust", guests::CAPACITY_BOOKER)].iter().chain(PORTS) {
-        text.push_str(&format!(
-            "[plugins.booker-{prefix}]\npath = {path:?}\nkv = true\ntimeout_ms = 5000\n\
-             max_memory_bytes = 134217728\n\
-             [plugins.booker-{prefix}.config]\nnow = \"2024-06-17T12:00:00Z\"\n\
-             utc_offset_minutes = \"-240\"\ndaily_capacity = \"2\"\nclosed_dates = \"2024-06-19\"\n\
-             [[routes]]\nname = \"book\"\npath = \"/{prefix}/book/{{0}}\"\nkind = \"book-job\"\n\
-             plugin = \"booker-{prefix}\"\n\
-             [[routes]]\nname = \"search\"\npath = \"/{prefix}/search\"\nkind = \"appointment-search\"\n\
-             plugin = \"booker-{prefix}\"\n\
-             [plugins.keyed-{prefix}]\npath = {path:?}\nkv = true\ntimeout_ms = 5000\n\
-             max_memory_bytes = 134217728\n\
-             [plugins.keyed-{prefix}.config]\nnow = \"2024-06-17T12:00:00Z\"\n\
-             utc_offset_minutes = \"-240\"\norder_numbers = \" key \"\n\
-             [[routes]]\nname = \"keyed\"\npath = \"/{prefix}/keyed/{{0}}\"\nkind = \"book-job\"\n\
-             plugin = \"keyed-{prefix}\"\n"
-        ));
+        // Interpreted rules need more time and memory than compiled ones.
+        let booker = || {
+            PluginManifest::new(*path)
+                .with_kv()
+                .with_limits(Limits {
+                    timeout_ms: 5000,
+                    max_memory_bytes: 128 << 20,
+                    ..Limits::default()
+                })
+                .with_value("now", "2024-06-17T12:00:00Z")
+                .with_value("utc_offset_minutes", "-240")
+        };
+        let (booker_name, keyed_name) = (format!("booker-{prefix}"), format!("keyed-{prefix}"));
+        config = config
+            .with_plugin(
+                &booker_name,
+                booker()
+                    .with_value("daily_capacity", "2")
+                    .with_value("closed_dates", "2024-06-19"),
+            )
+            .with_route(
+                RouteConfig::book_job(format!("/{prefix}/book/{{0}}"), &booker_name).named("book"),
+            )
+            .with_route(
+                RouteConfig::appointment_search(format!("/{prefix}/search"), &booker_name)
+                    .named("search"),
+            )
+            .with_plugin(&keyed_name, booker().with_value("order_numbers", " key "))
+            .with_route(
+                RouteConfig::book_job(format!("/{prefix}/keyed/{{0}}"), &keyed_name).named("keyed"),
+            );
     }
-    text
+    config
 }
 
 /// What must be equal across languages: the status and the body, with the error's
@@ -95,7 +111,7 @@ fn cases() -> Vec<(&'static str, String, String)> {
 
 #[tokio::test]
 async fn the_examples_in_every_language_give_the_same_answers() {
-    let server = Server::with_config(&config()).await;
+    let server = Server::of(config()).await;
     let mut timings = Vec::new();
     for (name, path, body) in cases() {
         let started = Instant::now();

@@ -1,16 +1,15 @@
 //! What the host refuses to load, and why it says so.
 
-use crate::support::{config_text, runtime, shared_runtime_config};
+use crate::support::{runtime, shared_runtime_config, standard};
 use followup_host::App;
-use followup_host::config::Config;
+use followup_host::config::{Config, HttpGrant, PluginManifest, RouteConfig};
 use followup_host::plugin::loader::{self, LoadError};
-use followup_host::plugin::manifest::PluginManifest;
 use followup_tests::{component, guests};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 fn manifest() -> PluginManifest {
-    toml::from_str("path = \"unused.wasm\"").unwrap()
+    PluginManifest::new("unused.wasm")
 }
 
 fn load(bytes: &[u8]) -> Result<(), LoadError> {
@@ -20,10 +19,9 @@ fn load(bytes: &[u8]) -> Result<(), LoadError> {
 #[test]
 fn every_guest_loads_and_reports_its_exports() {
     // Granted everything the examples use.
-    let granted: PluginManifest = toml::from_str(
-        "path = \"unused.wasm\"\nkv = true\n[http]\nallow = [\"http://127.0.0.1:1\"]",
-    )
-    .unwrap();
+    let granted = PluginManifest::new("unused.wasm")
+        .with_kv()
+        .with_http(HttpGrant::allowing(["http://127.0.0.1:1"]));
     for path in guests::ALL {
         let bytes = std::fs::read(path).unwrap();
         let plugin = loader::load_bytes(&runtime(), "g", &granted, Arc::from(bytes)).unwrap();
@@ -86,12 +84,11 @@ fn a_candidate_cannot_make_its_refusal_long_or_multi_line() {
 
 #[test]
 fn a_route_needs_a_plugin_that_exports_its_interface() {
-    let text = config_text("")
-        + &format!(
-            "\n[plugins.trap-search]\npath = {:?}\n[[routes]]\npath = \"/search2\"\nkind = \"appointment-search\"\nplugin = \"trap-search\"\n",
-            guests::TRAP
-        );
-    let mut config = Config::parse(&text, Path::new(".")).unwrap();
+    let mut config = standard(Config::default())
+        .with_plugin("trap-search", PluginManifest::new(guests::TRAP))
+        .with_route(RouteConfig::appointment_search("/search2", "trap-search"))
+        .checked()
+        .unwrap();
     config.runtime = shared_runtime_config();
     let err = App::with_runtime(&config, runtime()).unwrap_err();
     let message = format!("{err:#}");

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
+use followup_host::config::{Config, HttpGrant, Limits, PluginManifest, RouteConfig};
 use followup_tests::guests;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -80,32 +81,41 @@ async fn back_end() -> (String, Seen) {
     (origin, seen)
 }
 
-fn forwarder(name: &str, origin: &str, allowed: &str) -> String {
-    // CARGO_PKG_NAME is set for every test process: a secret by reference, no unsafe
-    // set_var needed.
-    format!(
-        "[plugins.{name}]\npath = {:?}\ntimeout_ms = 3000\n\
-         [plugins.{name}.http]\nallow = [{allowed:?}]\ntimeout_ms = 500\nmax_response_bytes = 100000\n\
-         [plugins.{name}.config]\nbase_url = {origin:?}\n\
-         [plugins.{name}.secrets]\napi_key = \"CARGO_PKG_NAME\"\n\
-         [[routes]]\nname = {name:?}\npath = \"/{name}/{{0}}\"\nkind = \"book-job\"\nplugin = {name:?}\n",
-        guests::REST_FORWARDER
-    )
+/// The REST forwarder as plugin `name` on `/NAME/{0}`, calling `origin` with `allowed`
+/// on its allow-list.
+fn forwarder(config: Config, name: &str, origin: &str, allowed: &str) -> Config {
+    let manifest = PluginManifest::new(guests::REST_FORWARDER)
+        .with_limits(Limits {
+            timeout_ms: 3000,
+            ..Limits::default()
+        })
+        .with_http(HttpGrant {
+            timeout_ms: 500,
+            max_response_bytes: 100_000,
+            ..HttpGrant::allowing([allowed])
+        })
+        .with_value("base_url", origin)
+        // CARGO_PKG_NAME is set for every test process: a secret by reference, no unsafe
+        // set_var needed.
+        .with_secret("api_key", "CARGO_PKG_NAME");
+    config
+        .with_plugin(name, manifest)
+        .with_route(RouteConfig::book_job(format!("/{name}/{{0}}"), name).named(name))
 }
 
 #[tokio::test]
 async fn bookings_are_forwarded_and_back_end_failures_map_to_the_contract() {
     let (origin, seen) = back_end().await;
-    let extra = forwarder("acme", &origin, &origin)
-        + "[[routes]]\nname = \"acme-search\"\npath = \"/acme-search\"\n\
-           kind = \"appointment-search\"\nplugin = \"acme\"\n"
-        // Same back end, but its origin spelled differently: not on the allow-list.
-        + &forwarder(
-            "elsewhere",
-            &origin.replace("127.0.0.1", "localhost"),
-            &origin,
-        );
-    let server = Server::with_config(&extra).await;
+    let config = forwarder(Config::default(), "acme", &origin, &origin)
+        .with_route(RouteConfig::appointment_search("/acme-search", "acme").named("acme-search"));
+    // Same back end, but its origin spelled differently: not on the allow-list.
+    let config = forwarder(
+        config,
+        "elsewhere",
+        &origin.replace("127.0.0.1", "localhost"),
+        &origin,
+    );
+    let server = Server::of(config).await;
     let body = example("book-job.full.json");
 
     let ok = server.post("/acme/WO-ok", &body).await;

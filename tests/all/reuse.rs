@@ -3,6 +3,7 @@
 //! failure.
 
 use crate::support::Server;
+use followup_host::config::{Config, PluginManifest, RouteConfig};
 
 /// Echo's `count` mode answers how many calls the instance serving it has seen.
 fn count(id: &str) -> String {
@@ -18,27 +19,13 @@ fn panics(id: &str) -> String {
 }
 
 /// Plugin `echo-warm` (reuse 3) behind two routes, `/warm-a/{0}` and `/warm-b/{0}`.
-const WARM: &str = r#"
-[plugins.echo-warm]
-path = "ECHO"
-reuse_instances = 3
-
-[[routes]]
-name = "warm-a"
-path = "/warm-a/{0}"
-kind = "book-job"
-plugin = "echo-warm"
-
-[[routes]]
-name = "warm-b"
-path = "/warm-b/{0}"
-kind = "book-job"
-plugin = "echo-warm"
-"#;
-
 async fn warm_server() -> Server {
-    let echo = format!("{:?}", followup_tests::guests::ECHO);
-    Server::with_config(&WARM.replace("\"ECHO\"", &echo)).await
+    let echo = PluginManifest::new(followup_tests::guests::ECHO).with_reuse(3);
+    let config = Config::default()
+        .with_plugin("echo-warm", echo)
+        .with_route(RouteConfig::book_job("/warm-a/{0}", "echo-warm").named("warm-a"))
+        .with_route(RouteConfig::book_job("/warm-b/{0}", "echo-warm").named("warm-b"));
+    Server::of(config).await
 }
 
 /// The `calls=N` answers of requests sent one after another to `path`.

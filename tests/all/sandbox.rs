@@ -1,7 +1,10 @@
 //! A plugin that traps, loops or answers garbage costs one request a clear error; the
 //! host keeps serving.
 
-use crate::support::{Answer, HOSTILE_TIMEOUT_MS, HUGE_RESPONSE_TIMEOUT_MS, Server, example, send};
+use crate::support::{
+    Answer, HOSTILE_TIMEOUT_MS, HUGE_RESPONSE_TIMEOUT_MS, Server, example, hostile, send, served,
+};
+use followup_host::config::{Config, Limits, RuntimeConfig, StatusMode};
 use std::time::{Duration, Instant};
 
 async fn good_booking_still_succeeds(server: &Server) {
@@ -174,12 +177,8 @@ async fn a_log_flood_is_truncated_not_fatal() {
 async fn a_socket_to_a_listening_local_server_is_still_refused() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let target = listener.local_addr().unwrap().to_string();
-    let extra = format!(
-        "[plugins.sock]\npath = {:?}\n[plugins.sock.config]\nbehaviour = \"open-socket\"\n\
-         socket = {target:?}\n[[routes]]\npath = \"/sock/{{0}}\"\nkind = \"book-job\"\nplugin = \"sock\"\n",
-        followup_tests::guests::HOSTILE
-    );
-    let server = Server::with_config(&extra).await;
+    let sock = hostile("open-socket", Limits::default()).with_value("socket", target);
+    let server = Server::of(served(Config::default(), "sock", sock)).await;
     let answer = server
         .post("/sock/WO-1", &example("book-job.minimal.json"))
         .await;
@@ -195,13 +194,24 @@ async fn a_socket_to_a_listening_local_server_is_still_refused() {
 
 #[tokio::test]
 async fn an_instruction_budget_stops_a_loop_deterministically() {
-    let extra = format!(
-        "[runtime]\nfuel = true\nmax_instances = 16\n[plugins.fuel]\npath = {:?}\nmax_fuel = 1000000\n\
-         timeout_ms = 5000\n[plugins.fuel.config]\nbehaviour = \"loop\"\n\
-         [[routes]]\npath = \"/fuel/{{0}}\"\nkind = \"book-job\"\nplugin = \"fuel\"\n",
-        followup_tests::guests::HOSTILE
+    let config = Config {
+        status_mode: StatusMode::Http,
+        runtime: RuntimeConfig {
+            fuel: true,
+            max_instances: 16,
+            ..RuntimeConfig::default()
+        },
+        ..Config::default()
+    };
+    let fuel = hostile(
+        "loop",
+        Limits {
+            max_fuel: Some(1_000_000),
+            timeout_ms: 5000,
+            ..Limits::default()
+        },
     );
-    let server = Server::with_config(&format!("status_mode = \"http\"\n{extra}")).await;
+    let server = Server::of(served(config, "fuel", fuel)).await;
     let answer = server
         .post("/fuel/WO-1", &example("book-job.minimal.json"))
         .await;
@@ -216,13 +226,24 @@ async fn an_instruction_budget_stops_a_loop_deterministically() {
 
 #[tokio::test]
 async fn a_plugin_over_its_concurrency_queues_then_is_busy() {
-    let extra = format!(
-        "[runtime]\nqueue_timeout_ms = 50\nmax_instances = 16\n[plugins.narrow]\npath = {:?}\nmax_concurrency = 1\n\
-         timeout_ms = 300\n[plugins.narrow.config]\nbehaviour = \"loop\"\n\
-         [[routes]]\npath = \"/narrow/{{0}}\"\nkind = \"book-job\"\nplugin = \"narrow\"\n",
-        followup_tests::guests::HOSTILE
+    let config = Config {
+        status_mode: StatusMode::Http,
+        runtime: RuntimeConfig {
+            queue_timeout_ms: 50,
+            max_instances: 16,
+            ..RuntimeConfig::default()
+        },
+        ..Config::default()
+    };
+    let narrow = hostile(
+        "loop",
+        Limits {
+            max_concurrency: 1,
+            timeout_ms: 300,
+            ..Limits::default()
+        },
     );
-    let server = Server::with_config(&format!("status_mode = \"http\"\n{extra}")).await;
+    let server = Server::of(served(config, "narrow", narrow)).await;
     let body = example("book-job.minimal.json");
     let (first, second) = tokio::join!(server.post("/narrow/WO-1", &body), async {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,18 +1,22 @@
 //! Bookings that change the store: capacity that cannot be oversold, order numbers without
 //! gaps, and retries that never book twice.
 
-use crate::support::{Server, example};
+use crate::support::{Server, example, example_booker};
+use followup_host::config::{Config, Limits, RouteConfig};
 use std::collections::BTreeSet;
 
-fn capped(capacity: u32) -> String {
-    format!(
-        "[plugins.capped]\npath = {:?}\nkv = true\nmax_concurrency = 64\n\
-         [plugins.capped.config]\nnow = \"2024-06-17T12:00:00Z\"\nutc_offset_minutes = \"-240\"\n\
-         daily_capacity = \"{capacity}\"\n\
-         [[routes]]\nname = \"capped\"\npath = \"/capped/{{0}}/followup\"\nkind = \"book-job\"\n\
-         plugin = \"capped\"\n",
-        followup_tests::guests::CAPACITY_BOOKER
-    )
+/// The example plugin as `capped` on `/capped/{0}/followup`, with `capacity` bookings a
+/// day.
+fn capped(capacity: u32) -> Config {
+    let booker = example_booker()
+        .with_limits(Limits {
+            max_concurrency: 64,
+            ..Limits::default()
+        })
+        .with_value("daily_capacity", capacity.to_string());
+    Config::default()
+        .with_plugin("capped", booker)
+        .with_route(RouteConfig::book_job("/capped/{0}/followup", "capped").named("capped"))
 }
 
 /// The count of `outcome` in `followup_requests_total` for `route`.
@@ -30,7 +34,7 @@ fn outcomes(server: &Server, route: &str, outcome: &str) -> u64 {
 
 #[tokio::test]
 async fn fifty_concurrent_bookings_for_a_slot_with_capacity_three_book_exactly_three() {
-    let server = std::sync::Arc::new(Server::with_config(&capped(3)).await);
+    let server = std::sync::Arc::new(Server::of(capped(3)).await);
     let body = example("book-job.minimal.json");
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..50 {
@@ -75,7 +79,7 @@ async fn fifty_concurrent_bookings_for_a_slot_with_capacity_three_book_exactly_t
 
 #[tokio::test]
 async fn the_same_booking_sent_forty_times_runs_the_plugin_once() {
-    let server = std::sync::Arc::new(Server::with_config(&capped(100)).await);
+    let server = std::sync::Arc::new(Server::of(capped(100)).await);
     let body = example("book-job.full.json");
     let path = "/capped/WO-2024-118734/followup";
 
@@ -140,7 +144,7 @@ async fn the_same_booking_sent_forty_times_runs_the_plugin_once() {
 
 #[tokio::test]
 async fn a_failed_booking_is_not_recorded_and_its_retry_runs_again() {
-    let server = Server::with_config(&capped(1)).await;
+    let server = Server::of(capped(1)).await;
     let body = example("book-job.minimal.json");
     assert_eq!(
         server.post("/capped/WO-1/followup", &body).await.status,

@@ -1,17 +1,17 @@
 //! Shared test support: one plugin runtime per test process, servers on 127.0.0.1:0, and
 //! tokens and payloads.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use followup_host::config::Config;
+use followup_host::config::RuntimeConfig;
+use followup_host::config::{Config, Limits, PluginManifest, RouteConfig};
 use followup_host::runtime::PluginRuntime;
-use followup_host::runtime::sandbox::RuntimeConfig;
 use followup_host::{App, run};
 use followup_tests::guests;
-use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::oneshot;
+
+pub use followup_tests::configs::{example_booker, hostile, served};
+pub use followup_tests::http::{Answer, example, example_json, send, token, with};
 
 /// One runtime (engine, pool, compiled components) for all tests: components compile once
 /// per process, and the pool's address-space reservation is made once.
@@ -53,92 +53,70 @@ pub const HOSTILE_TIMEOUT_MS: u64 = 200;
 /// The deadline of `huge-response`.
 pub const HUGE_RESPONSE_TIMEOUT_MS: u64 = 10_000;
 
-fn hostile_config() -> String {
-    let mut text = String::new();
+/// The plugins and routes every test server has, after those `config` has.
+pub fn standard(config: Config) -> Config {
+    let mut config = config
+        .with_plugin("capacity-booker", example_booker())
+        .with_plugin("echo", PluginManifest::new(guests::ECHO))
+        .with_plugin("trap", PluginManifest::new(guests::TRAP))
+        .with_plugin(
+            "looper",
+            PluginManifest::new(guests::LOOPER).with_limits(Limits {
+                timeout_ms: 200,
+                ..Limits::default()
+            }),
+        )
+        .with_route(
+            RouteConfig::book_job("/workorders/{0}/followup", "capacity-booker").named("followup"),
+        )
+        .with_route(
+            RouteConfig::appointment_search("/appointments/search", "capacity-booker")
+                .named("appointments"),
+        )
+        .with_route(RouteConfig::book_job("/echo/{0}", "echo").named("echo"))
+        .with_route(RouteConfig::book_job("/trap/{0}", "trap").named("trap"))
+        .with_route(RouteConfig::book_job("/looper/{0}", "looper").named("looper"));
     for behaviour in HOSTILE {
         // The 50 MB answer needs room to be built (the default 64 MiB would stop it first)
         // and time: building, copying and measuring 50 MB takes a few hundred ms.
-        let (memory, timeout) = match *behaviour {
+        let (max_memory_bytes, timeout_ms) = match *behaviour {
             "huge-response" => (128 << 20, HUGE_RESPONSE_TIMEOUT_MS),
             // The bomb reaches its cap well inside the deadline even with the other tests
             // taking both cores (faulting in 64 MiB did not always).
             "memory-bomb" => (16 << 20, HOSTILE_TIMEOUT_MS),
             _ => (64 << 20, HOSTILE_TIMEOUT_MS),
         };
-        text.push_str(&format!(
-            "[plugins.hostile-{behaviour}]\npath = {:?}\ntimeout_ms = {timeout}\n\
-             max_memory_bytes = {memory}\n[plugins.hostile-{behaviour}.config]\n\
-             behaviour = {behaviour:?}\n\
-             [[routes]]\npath = \"/hostile/{behaviour}/{{0}}\"\nkind = \"book-job\"\n\
-             plugin = \"hostile-{behaviour}\"\n",
-            guests::HOSTILE
-        ));
+        let name = format!("hostile-{behaviour}");
+        config = config
+            .with_plugin(
+                &name,
+                hostile(
+                    behaviour,
+                    Limits {
+                        timeout_ms,
+                        max_memory_bytes,
+                        ..Limits::default()
+                    },
+                ),
+            )
+            .with_route(RouteConfig::book_job(
+                format!("/hostile/{behaviour}/{{0}}"),
+                &name,
+            ));
     }
-    text
+    config
 }
 
-/// Plugins and routes every test server has; `extra` (TOML) is prepended.
-pub fn config_text(extra: &str) -> String {
-    format!(
-        r#"{extra}
-[plugins.capacity-booker]
-path = {booker:?}
-kv = true
-[plugins.capacity-booker.config]
-now = "2024-06-17T12:00:00Z"
-utc_offset_minutes = "-240"
-
-[plugins.echo]
-path = {echo:?}
-
-[plugins.trap]
-path = {trap:?}
-
-[plugins.looper]
-path = {looper:?}
-timeout_ms = 200
-
-[[routes]]
-name = "followup"
-path = "/workorders/{{0}}/followup"
-kind = "book-job"
-plugin = "capacity-booker"
-
-[[routes]]
-name = "appointments"
-path = "/appointments/search"
-kind = "appointment-search"
-plugin = "capacity-booker"
-
-[[routes]]
-name = "echo"
-path = "/echo/{{0}}"
-kind = "book-job"
-plugin = "echo"
-
-[[routes]]
-name = "trap"
-path = "/trap/{{0}}"
-kind = "book-job"
-plugin = "trap"
-
-[[routes]]
-name = "looper"
-path = "/looper/{{0}}"
-kind = "book-job"
-plugin = "looper"
-"#,
-        booker = guests::CAPACITY_BOOKER,
-        echo = guests::ECHO,
-        trap = guests::TRAP,
-        looper = guests::LOOPER,
-    ) + &hostile_config()
-}
-
-/// The standard test config with `extra` (TOML) prepended; compiled plugins are cached
-/// and versions kept outside the tree (versions in a directory of the test's own).
+/// The standard test config after `extra` (TOML: the settings under test, plugins and
+/// routes of the test's own); see [`test_config_of`].
 pub fn test_config(extra: &str) -> Config {
-    let mut config = Config::parse(&config_text(extra), Path::new(".")).expect("config");
+    test_config_of(toml::from_str(extra).expect("the test's settings"))
+}
+
+/// `config` with the standard plugins and routes, checked; compiled plugins are cached
+/// and versions kept outside the tree (versions and store in directories of the test's own).
+pub fn test_config_of(config: Config) -> Config {
+    let mut config = standard(config).checked().expect("config");
     // Servers with a runtime of their own cache compiled plugins outside the tree.
     config.cache_dir = std::env::temp_dir().join("followup-tests-cache");
     config.versions_dir = temp_dir("versions");
@@ -195,6 +173,12 @@ impl Server {
         Server::serving(app).await
     }
 
+    /// The standard test server after `config` (built with `followup_host::config::build`):
+    /// its settings, plugins and routes come first.
+    pub async fn of(config: Config) -> Server {
+        Server::serving(app(test_config_of(config)).await).await
+    }
+
     /// Serves `app` until the server is dropped.
     pub async fn serving(app: App) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -229,115 +213,4 @@ impl Server {
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
         send(request).await
     }
-}
-
-/// Sends a request and reads the whole answer.
-pub async fn send(request: reqwest::RequestBuilder) -> Answer {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let content_type = header("content-type");
-    let plugin = header("x-followup-plugin");
-    let text = response.text().await.expect("body");
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Answer {
-        status,
-        content_type,
-        plugin,
-        text,
-        json,
-    }
-}
-
-/// A response, read whole.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub content_type: String,
-    /// The plugin version that answered (`x-followup-plugin`), if one did.
-    pub plugin: String,
-    pub text: String,
-    pub json: Value,
-}
-
-impl Answer {
-    /// The error body's `type`.
-    pub fn error_type(&self) -> &str {
-        self.json["type"].as_str().unwrap_or("")
-    }
-
-    /// The `path` of every `invalidParams` entry.
-    pub fn invalid_paths(&self) -> Vec<String> {
-        self.json["invalidParams"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|p| p["path"].as_str().unwrap_or("").to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Asserts a Standard Response Object with this status and type.
-    pub fn assert_error(&self, status: u16, kind: &str) {
-        assert_eq!(self.status, status, "{}", self.text);
-        assert_eq!(self.error_type(), kind, "{}", self.text);
-        assert_eq!(self.content_type, "application/json");
-        assert_eq!(self.json["status"], status, "{}", self.text);
-        assert!(self.json["title"].as_str().is_some_and(|t| !t.is_empty()));
-        assert!(self.json["detail"].as_str().is_some_and(|t| !t.is_empty()));
-        let keys: Vec<&str> = self
-            .json
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        for key in keys {
-            assert!(
-                ["type", "title", "status", "detail", "invalidParams"].contains(&key),
-                "unexpected key {key} in {}",
-                self.text
-            );
-        }
-    }
-}
-
-/// An HS256-shaped JWT expiring `ttl` seconds from now (negative: already expired).
-pub fn token(ttl: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(format!(
-        r#"{{"exp":{},"iat":{now},"name":"R Morales","email":"r.morales@example.com"}}"#,
-        now + ttl
-    ));
-    format!("{header}.{payload}.{}", URL_SAFE_NO_PAD.encode("signature"))
-}
-
-/// The contract's example payloads (`../shared/spec/examples`).
-pub fn example(name: &str) -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/examples");
-    let path: PathBuf = dir.join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-pub fn example_json(name: &str) -> Value {
-    serde_json::from_str(&example(name)).unwrap()
-}
-
-/// Sets `pointer` (a JSON pointer) in `doc` to `value`.
-pub fn with(mut doc: Value, pointer: &str, value: Value) -> String {
-    *doc.pointer_mut(pointer)
-        .unwrap_or_else(|| panic!("no {pointer}")) = value;
-    doc.to_string()
 }

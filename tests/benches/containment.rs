@@ -24,7 +24,8 @@
 //! `AMPLIFIER_TIMEOUT_MS` its deadline (default 500), and `RUNTIME` extra config lines with
 //! `;` for newlines (e.g. `[runtime];runaway_share_percent = 1`).
 
-use followup_tests::guests;
+use followup_host::config::{Config, HttpGrant, Limits, PluginManifest, RouteConfig, StoreBackend};
+use followup_tests::{configs, guests};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,32 +46,38 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("followup-bench-contain-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    // `RUNTIME`: settings to compare, in TOML with `;` for newlines.
+    let settings = std::env::var("RUNTIME")
+        .unwrap_or_default()
+        .replace(';', "\n");
+    let mut config: Config = toml::from_str(&settings).expect("RUNTIME is TOML settings");
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.cache_dir = std::env::temp_dir().join("followup-tests-cache");
+    config.versions_dir = dir.join("versions");
+    config.store.backend = StoreBackend::Memory;
+    let amp = match std::env::var("AMPLIFIER_GUEST").as_deref() {
+        Ok("hostile") => guests::HOSTILE,
+        _ => guests::AMPLIFIER,
+    };
+    let amp = PluginManifest::new(amp)
+        .with_kv()
+        .with_http(HttpGrant::allowing(["http://127.0.0.1:9"]))
+        .with_value("behaviour", &behaviour)
+        .with_limits(Limits {
+            max_memory_bytes: PLUGIN_MEMORY,
+            timeout_ms: std::env::var("AMPLIFIER_TIMEOUT_MS")
+                .map_or(500, |v| v.parse().expect("AMPLIFIER_TIMEOUT_MS")),
+            ..Limits::default()
+        });
+    let booker = configs::example_booker().with_value("order_numbers", "key");
+    let text = configs::served(config, "amp", amp)
+        .with_plugin("booker", booker)
+        .with_route(RouteConfig::book_job("/workorders/{0}/followup", "booker"))
+        .checked()
+        .and_then(|c| c.to_toml())
+        .expect("config");
     let config = dir.join("followup.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ncache_dir = {cache:?}\nversions_dir = {versions:?}\n\
-             [store]\nbackend = \"memory\"\n{runtime}\
-             [plugins.amp]\npath = {amp:?}\nkv = true\nmax_memory_bytes = {PLUGIN_MEMORY}\ntimeout_ms = {timeout}\n\
-             [plugins.amp.http]\nallow = [\"http://127.0.0.1:9\"]\n\
-             [plugins.amp.config]\nbehaviour = {behaviour:?}\n\
-             [plugins.booker]\npath = {booker:?}\nkv = true\n\
-             [plugins.booker.config]\nnow = \"2024-06-17T12:00:00Z\"\n\
-             utc_offset_minutes = \"-240\"\norder_numbers = \"key\"\n\
-             [[routes]]\npath = \"/amp/{{0}}\"\nkind = \"book-job\"\nplugin = \"amp\"\n\
-             [[routes]]\npath = \"/workorders/{{0}}/followup\"\nkind = \"book-job\"\nplugin = \"booker\"\n",
-            timeout = std::env::var("AMPLIFIER_TIMEOUT_MS").unwrap_or_else(|_| "500".into()),
-            runtime = std::env::var("RUNTIME").unwrap_or_default().replace(";", "\n") + "\n",
-            cache = std::env::temp_dir().join("followup-tests-cache"),
-            versions = dir.join("versions"),
-            amp = match std::env::var("AMPLIFIER_GUEST").as_deref() {
-                Ok("hostile") => guests::HOSTILE,
-                _ => guests::AMPLIFIER,
-            },
-            booker = guests::CAPACITY_BOOKER,
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, text).unwrap();
     let (mut host, base) = followup_tests::process::start(
         env!("CARGO_BIN_EXE_followup-bench-host"),
         &config,

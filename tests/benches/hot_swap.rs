@@ -18,32 +18,27 @@
 //! The server runs on its own 2-worker runtime; the clients and the swapper share the same
 //! 2 cores.
 
-use followup_host::config::Config;
+use followup_host::config::{Config, PluginManifest, RouteConfig, TokenConfig};
 use followup_host::plugin::loader::content_hash;
 use followup_host::{App, run, watch};
-use followup_tests::{component, guests};
+use followup_tests::{component, configs, guests, knob};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn config(plugin: &Path) -> String {
-    format!(
-        "[token]\nmode = \"off\"\n\
-         [plugins.capacity-booker]\npath = {plugin:?}\nkv = true\n\
-         [plugins.capacity-booker.config]\nnow = \"2024-06-17T12:00:00Z\"\n\
-         utc_offset_minutes = \"-240\"\n\
-         [[routes]]\nname = \"followup\"\npath = \"/workorders/{{0}}/followup\"\n\
-         kind = \"book-job\"\nplugin = \"capacity-booker\"\n"
-    )
+fn config(plugin: &Path) -> Config {
+    let booker = PluginManifest {
+        path: plugin.to_path_buf(),
+        ..configs::example_booker()
+    };
+    Config::default()
+        .with_token(TokenConfig::off())
+        .with_plugin("capacity-booker", booker)
+        .with_route(
+            RouteConfig::book_job("/workorders/{0}/followup", "capacity-booker").named("followup"),
+        )
 }
 
 /// What the clients saw in one phase.
@@ -175,7 +170,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let mut config = Config::parse(&config(&path), Path::new(".")).unwrap();
+    let mut config = config(&path).checked().unwrap();
     config.cache_dir = dir.join("cache");
     config.versions_dir = dir.join("versions");
     config.store.path = dir.join("followup.db");

@@ -21,14 +21,14 @@
 
 use criterion::{BenchmarkId, Criterion};
 use followup_host::App;
-use followup_host::config::Config;
+use followup_host::config::{Config, PluginManifest, StoreBackend, StoreConfig, WatchConfig};
 use followup_host::contract::types::RequestContext;
 use followup_host::dispatch::native::NativeRules;
 use followup_host::http::routes::RouteKind;
 use followup_host::plugin::LoadedPlugin;
 use followup_host::runtime::Services;
 use followup_host::storage::kv::KvSession;
-use followup_tests::guests;
+use followup_tests::{configs, guests};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,24 +51,34 @@ fn bench_dir(label: &str) -> PathBuf {
     dir
 }
 
+/// The in-memory store, no versions kept, no watcher; compiled plugins cached in `cache`.
+fn bench_config(cache: PathBuf) -> Config {
+    Config {
+        cache_dir: cache,
+        versions_dir: PathBuf::new(),
+        store: StoreConfig {
+            backend: StoreBackend::Memory,
+            ..StoreConfig::default()
+        },
+        watch: WatchConfig {
+            enabled: false,
+            ..WatchConfig::default()
+        },
+        ..Config::default()
+    }
+}
+
 /// The example plugin three times over (native, fresh, warm), configured as in
 /// `scripts/load`, on the in-memory store.
 fn request_app() -> Arc<App> {
-    let mut text = format!(
-        "cache_dir = {:?}\nversions_dir = \"\"\n[store]\nbackend = \"memory\"\n\
-         [watch]\nenabled = false\n",
-        bench_dir("cache")
-    );
+    let mut config = bench_config(bench_dir("cache"));
     for name in PLUGINS {
         let reuse = if name == "warm" { 1000 } else { 0 };
-        text.push_str(&format!(
-            "[plugins.{name}]\npath = {:?}\nkv = true\nreuse_instances = {reuse}\n\
-             [plugins.{name}.config]\nnow = \"2024-06-17T12:00:00Z\"\n\
-             utc_offset_minutes = \"-240\"\norder_numbers = \"key\"\n",
-            guests::CAPACITY_BOOKER
-        ));
+        let booker = configs::example_booker()
+            .with_value("order_numbers", "key")
+            .with_reuse(reuse);
+        config = config.with_plugin(name, booker);
     }
-    let config = Config::parse(&text, Path::new(".")).expect("config");
     let rules = NativeRules::booking::<capacity_booker::CapacityBooker>()
         .with_search::<capacity_booker::CapacityBooker>();
     let app = App::new(&config)
@@ -213,11 +223,7 @@ fn percentiles(app: &Arc<App>, tokio: &tokio::runtime::Runtime) {
 fn hundred_plugins() -> Config {
     let dir = bench_dir("startup");
     let bytes = std::fs::read(guests::CAPACITY_BOOKER).expect("example plugin");
-    let mut text = format!(
-        "cache_dir = {:?}\nversions_dir = \"\"\n[store]\nbackend = \"memory\"\n\
-         [watch]\nenabled = false\n",
-        dir.join("cache")
-    );
+    let mut config = bench_config(dir.join("cache"));
     for i in 0..100 {
         let path = dir.join(format!("plugin-{i:03}.wasm"));
         let variant = followup_tests::component::with_custom_section(
@@ -228,13 +234,13 @@ fn hundred_plugins() -> Config {
         if std::fs::read(&path).ok().as_deref() != Some(&variant[..]) {
             std::fs::write(&path, &variant).expect("write component");
         }
-        text.push_str(&format!(
-            "[plugins.p{i:03}]\npath = {path:?}\nkv = true\n\
-             [[routes]]\npath = \"/p{i:03}/{{0}}\"\nkind = \"book-job\"\nplugin = \"p{i:03}\"\n"
-        ));
+        let name = format!("p{i:03}");
+        let manifest = PluginManifest::new(path).with_kv();
+        config = configs::served(config, &name, manifest);
     }
-    std::fs::write(dir.join("followup.toml"), &text).expect("write config");
-    let config = Config::parse(&text, Path::new(".")).expect("config");
+    let config = config.checked().expect("config");
+    let text = config.to_toml().expect("config as TOML");
+    std::fs::write(dir.join("followup.toml"), text).expect("write config");
     let started = Instant::now();
     App::new(&config).expect("100 plugins load");
     println!(

@@ -11,34 +11,30 @@
 //!
 //! The server runs on its own 2-worker runtime; the clients share the same 2 cores.
 
-use followup_host::config::Config;
+use followup_host::config::{Config, Limits, RouteConfig, TokenConfig};
 use followup_host::{App, run};
-use followup_tests::guests;
+use followup_tests::configs;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-fn config() -> String {
-    let hostile = |name: &str, behaviour: &str, timeout: u64| {
-        format!(
-            "[plugins.{name}]\npath = {:?}\ntimeout_ms = {timeout}\n\
-             [plugins.{name}.config]\nbehaviour = {behaviour:?}\n\
-             [[routes]]\npath = \"/{name}/{{0}}\"\nkind = \"book-job\"\nplugin = {name:?}\n",
-            guests::HOSTILE
-        )
+fn config() -> Config {
+    let hostile = |config, name, behaviour, timeout_ms| {
+        let limits = Limits {
+            timeout_ms,
+            ..Limits::default()
+        };
+        configs::served(config, name, configs::hostile(behaviour, limits))
     };
-    format!(
-        "[token]\nmode = \"off\"\n\
-         [plugins.booker]\npath = {:?}\nkv = true\n[plugins.booker.config]\nnow = \"2024-06-17T12:00:00Z\"\n\
-         utc_offset_minutes = \"-240\"\n\
-         [[routes]]\npath = \"/workorders/{{0}}/followup\"\nkind = \"book-job\"\nplugin = \"booker\"\n{}{}{}{}",
-        guests::CAPACITY_BOOKER,
-        hostile("loop", "loop", 500),
-        hostile("quickloop", "loop", 20),
-        hostile("bomb", "memory-bomb", 100),
-        hostile("trap", "panic", 500),
-    )
+    let config = Config::default()
+        .with_token(TokenConfig::off())
+        .with_plugin("booker", configs::example_booker())
+        .with_route(RouteConfig::book_job("/workorders/{0}/followup", "booker"));
+    let config = hostile(config, "loop", "loop", 500);
+    let config = hostile(config, "quickloop", "loop", 20);
+    let config = hostile(config, "bomb", "memory-bomb", 100);
+    hostile(config, "trap", "panic", 500)
 }
 
 /// Rounds of each phase in the isolation measurement.
@@ -117,7 +113,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let mut config = Config::parse(&config(), Path::new(".")).unwrap();
+    let mut config = config().checked().unwrap();
     config.cache_dir = std::env::temp_dir().join("followup-bench-cache");
     let data = std::env::temp_dir().join(format!("followup-bench-sandbox-{}", std::process::id()));
     config.store.path = data.join("followup.db");

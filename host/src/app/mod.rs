@@ -7,7 +7,7 @@ pub mod start;
 
 use crate::config;
 use crate::config::Config;
-use crate::error::StatusMode;
+use crate::config::{InputLimits, PluginManifest, StatusMode};
 use crate::http::auth::TokenPolicy;
 use crate::http::routes::{Route, RouteKind, RouteTable};
 use crate::journal;
@@ -30,7 +30,7 @@ pub struct App {
     /// The version serving each plugin name (hot-swappable).
     pub plugins: plugin::registry::Registry,
     /// Limits, config and grants per plugin name; a new version runs under the same.
-    manifests: BTreeMap<String, plugin::manifest::PluginManifest>,
+    manifests: BTreeMap<String, PluginManifest>,
     /// Requests each new version of a plugin must answer before it serves.
     samples: HashMap<String, Vec<Sample>>,
     /// The versions each plugin served, for rollback and restarts.
@@ -45,7 +45,7 @@ pub struct App {
     pub journal: Arc<journal::Journal>,
     pub status_mode: StatusMode,
     pub max_body_bytes: usize,
-    pub limits: crate::http::limits::InputLimits,
+    pub limits: InputLimits,
     pub metrics: metrics::Metrics,
 }
 

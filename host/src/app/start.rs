@@ -35,7 +35,7 @@ pub fn load_configured(
     runtime: &PluginRuntime,
     history: &History,
     name: &str,
-    manifest: &plugin::manifest::PluginManifest,
+    manifest: &crate::config::PluginManifest,
     routes: &[(&str, RouteKind)],
 ) -> anyhow::Result<Start> {
     let candidate = |bytes: Arc<[u8]>, hash: String| -> anyhow::Result<LoadedPlugin> {
@@ -144,7 +144,7 @@ pub fn load_configured(
 /// Reads and checks the sample requests of plugin `name`: each must be a Book Job.
 pub fn read_samples(
     name: &str,
-    manifest: &plugin::manifest::PluginManifest,
+    manifest: &crate::config::PluginManifest,
 ) -> anyhow::Result<Vec<Sample>> {
     manifest
         .samples
@@ -153,11 +153,8 @@ pub fn read_samples(
             let file = path.display().to_string();
             let text = std::fs::read(path)
                 .with_context(|| format!("plugin {name}: cannot read sample {file}"))?;
-            let json =
-                crate::http::json::parse_body(&text, &crate::http::limits::InputLimits::default())
-                    .map_err(|e| {
-                        anyhow::anyhow!("plugin {name}: sample {file}: {}", e.summary())
-                    })?;
+            let json = crate::http::json::parse_body(&text, &crate::config::InputLimits::default())
+                .map_err(|e| anyhow::anyhow!("plugin {name}: sample {file}: {}", e.summary()))?;
             contract::decode::<contract::types::BookJob>(&json).map_err(|problems| {
                 anyhow::anyhow!(
                     "plugin {name}: sample {file} is not a valid Book Job: {}",

@@ -3,12 +3,10 @@
 //! would load it) and `followup plugin run` (one request through exactly the production
 //! path and limits, with a report of what it used).
 
-use crate::config::{Config, RouteConfig};
+use crate::config::{Config, HttpGrant, PluginManifest, RouteConfig, RuntimeConfig};
 use crate::http::routes::RouteKind;
 use crate::plugin::loader::{self, HOST_WIT_VERSION};
-use crate::plugin::manifest::PluginManifest;
 use crate::runtime::PluginRuntime;
-use crate::runtime::sandbox::RuntimeConfig;
 use anyhow::{Context, bail};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -48,8 +46,9 @@ pub fn inspect(runtime: &PluginRuntime, file: &Path) -> anyhow::Result<Inspectio
         .with_context(|| format!("cannot read {}", file.display()))?
         .into();
     // A manifest granting everything: this only looks, the verdict is made below.
-    let manifest: PluginManifest =
-        toml::from_str("path = \"inspected.wasm\"\nkv = true\n[http]\nallow = []\n")?;
+    let manifest = PluginManifest::new("inspected.wasm")
+        .with_kv()
+        .with_http(HttpGrant::default());
     let name = file
         .file_stem()
         .and_then(|s| s.to_str())
@@ -115,14 +114,14 @@ pub fn manifest_for(
             .unwrap_or("plugin")
             .replace('_', "-")
     });
-    let mut text = format!("path = {:?}\n", file.display().to_string());
+    let mut manifest = PluginManifest::new(file);
     if inspection.wants_kv() {
-        text.push_str("kv = true\n");
+        manifest = manifest.with_kv();
     }
     if inspection.wants_http() {
-        text.push_str("[http]\nallow = []\n");
+        manifest = manifest.with_http(HttpGrant::default());
     }
-    Ok((name, toml::from_str(&text)?))
+    Ok((name, manifest))
 }
 
 /// `followup plugin check`: the report, and whether the host would load the component.

@@ -2,8 +2,7 @@
 //! in a throwaway host, with a report of what the call used against every budget.
 
 use crate::app::App;
-use crate::config::Config;
-use crate::runtime::sandbox::RuntimeConfig;
+use crate::config::{Config, RouteConfig, RuntimeConfig, TokenConfig};
 use crate::runtime::{CallStats, PluginRuntime};
 use anyhow::{Context, bail};
 use std::fmt::Write as _;
@@ -55,22 +54,18 @@ pub async fn run(file: &Path, request: RunRequest) -> anyhow::Result<(String, bo
     // a temporary store.
     let scratch = std::env::temp_dir().join(format!("followup-run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
-    let mut text = format!(
-        "[token]\nmode = \"off\"\n[watch]\nenabled = false\n\
-         [plugins.{name:?}]\npath = \"replaced.wasm\"\n"
-    );
+    let mut config = Config::default()
+        .with_token(TokenConfig::off())
+        .with_plugin(name.clone(), manifest.clone());
     if inspection.book {
-        text.push_str(&format!(
-            "[[routes]]\nname = \"run\"\npath = \"/run/{{0}}\"\nkind = \"book-job\"\nplugin = {name:?}\n"
-        ));
+        config = config.with_route(RouteConfig::book_job("/run/{0}", name.clone()).named("run"));
     }
     if inspection.search {
-        text.push_str(&format!(
-            "[[routes]]\nname = \"run-search\"\npath = \"/run-search\"\nkind = \"appointment-search\"\nplugin = {name:?}\n"
-        ));
+        config = config.with_route(
+            RouteConfig::appointment_search("/run-search", name.clone()).named("run-search"),
+        );
     }
-    let mut config = Config::parse(&text, Path::new("."))?;
-    config.plugins.insert(name.clone(), manifest.clone());
+    config.watch.enabled = false;
     config.runtime = rt;
     config.status_mode = base.as_ref().map_or(config.status_mode, |b| b.status_mode);
     config.store.path = scratch.join("followup.db");

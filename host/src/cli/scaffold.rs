@@ -2,7 +2,9 @@
 //! template builds, has a test and a README, and runs with `followup plugin run` as
 //! generated.
 
+use crate::config::{Limits, PluginManifest};
 use anyhow::{Context, bail};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The languages a plugin can be written in.
@@ -28,10 +30,6 @@ const RUST: &[Template] = &[
     (
         "samples/book-job.json",
         include_str!("../../templates/rust/samples/book-job.json.tmpl"),
-    ),
-    (
-        "host.toml",
-        include_str!("../../templates/rust/host.toml.tmpl"),
     ),
     (
         "README.md",
@@ -66,10 +64,6 @@ const PYTHON: &[Template] = &[
         include_str!("../../templates/python/build.sh.tmpl"),
     ),
     (
-        "host.toml",
-        include_str!("../../templates/python/host.toml.tmpl"),
-    ),
-    (
         "README.md",
         include_str!("../../templates/python/README.md.tmpl"),
     ),
@@ -99,10 +93,6 @@ const JS: &[Template] = &[
         include_str!("../../templates/js/test/rules.test.mjs.tmpl"),
     ),
     (
-        "host.toml",
-        include_str!("../../templates/js/host.toml.tmpl"),
-    ),
-    (
         "README.md",
         include_str!("../../templates/js/README.md.tmpl"),
     ),
@@ -127,6 +117,35 @@ pub fn component_path(name: &str, lang: Lang) -> String {
         ),
         Lang::Js | Lang::Python => format!("{name}.wasm"),
     }
+}
+
+/// The project's `host.toml`: the `[plugins.NAME]` table `followup plugin run` reads and an
+/// operator copies into the host's config, with every limit written out as production
+/// enforces it.
+pub fn host_toml(name: &str, lang: Lang, wasm: &str) -> anyhow::Result<String> {
+    let mut text = String::from(
+        "# How the followup host runs this plugin: `followup plugin run` reads it (and an operator\n\
+         # copies the [plugins] table into the host's config).\n",
+    );
+    let mut manifest = PluginManifest::new(wasm);
+    if lang != Lang::Rust {
+        text.push_str(
+            "# The component imports every interface of the world, the key-value store included,\n\
+             # whether the rules use it or not; the host refuses an import it has not granted, so\n\
+             # kv = true. The interpreter inside needs more time and memory than compiled rules.\n",
+        );
+        manifest = manifest.with_kv().with_limits(Limits {
+            timeout_ms: 2000,
+            max_memory_bytes: 128 << 20,
+            ..Limits::default()
+        });
+    }
+    let manifest = manifest
+        .with_value("order_prefix", "FU-")
+        .with_value("min_slot_minutes", "60");
+    let plugins = BTreeMap::from([("plugins", BTreeMap::from([(name, manifest)]))]);
+    text.push_str(&toml::to_string(&plugins).context("host.toml")?);
+    Ok(text)
 }
 
 /// Writes a new project `name` in `lang` under `parent`; its directory.
@@ -160,7 +179,8 @@ pub fn new_plugin(
         Lang::Python => (PYTHON, String::new()),
         Lang::Js => (JS, String::new()),
     };
-    for (path, text) in files {
+    let host = host_toml(name, lang, &wasm)?;
+    for (path, text) in files.iter().copied().chain([("host.toml", host.as_str())]) {
         let target = dir.join(path);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
@@ -204,6 +224,19 @@ mod tests {
         assert!(cargo.contains("path = \"/sdk\""));
         let host = std::fs::read_to_string(dir.join("host.toml")).unwrap();
         assert!(host.contains("target/wasm32-wasip2/release/acme_rules.wasm"));
+        // What `plugin run` reads: a config with the one plugin and its values.
+        let config = crate::config::Config::parse(&host, &dir).unwrap();
+        let manifest = &config.plugins["acme-rules"];
+        assert_eq!(
+            manifest.path,
+            dir.join("target/wasm32-wasip2/release/acme_rules.wasm")
+        );
+        assert_eq!(manifest.config["order_prefix"], "FU-");
+        let py = new_plugin("acme-py", Lang::Python, &parent, None).unwrap();
+        let host = std::fs::read_to_string(py.join("host.toml")).unwrap();
+        let config = crate::config::Config::parse(&host, &py).unwrap();
+        assert!(config.plugins["acme-py"].kv, "{host}");
+        assert_eq!(config.plugins["acme-py"].limits.timeout_ms, 2000);
         assert!(
             !std::fs::read_to_string(dir.join("src/lib.rs"))
                 .unwrap()

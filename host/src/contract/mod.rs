@@ -1,7 +1,8 @@
 //! The contract, the host's lowest layer: the one `bindgen!` of the WIT package
 //! ([`bindings`]), the records and their JSON mapping shared with the guest SDK (one source
-//! file, compiled into both), the idempotency key (shared the same way), the kinds of operation a route serves, and the name of a
-//! plugin version. Every other layer builds on these; this module imports none of them.
+//! file, compiled into both), the idempotency key (shared the same way), the kinds of
+//! operation a route serves and the endpoint templates they are served on, and the name of
+//! a plugin version. Every other layer builds on these; this module imports none of them.
 
 pub mod bindings;
 
@@ -18,15 +19,8 @@ pub use codec::{Problem, decode, encode, parse_datetime, to_vec};
 #[path = "../../../guest-sdk/src/idempotency.rs"]
 pub mod idempotency;
 
-/// What a route serves: which export of a plugin answers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RouteKind {
-    /// The Followup WorkOrder interface: a Book Job Object in, a Book Job Response out.
-    BookJob,
-    /// The Appointment Search interface: an Appointment Search Object in, open slots out.
-    AppointmentSearch,
-}
+pub mod route;
+pub use route::{RouteKind, Template};
 
 /// Names a plugin version in logs and error bodies: `name@version`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,59 +5,12 @@
 //! secret, `nbf`, and optionally `iss`, `aud` and required claims. Every failure is 401
 //! "Invalid Logon"; the reason goes to the log and the body, never the token itself.
 
+use crate::config::{TokenConfig, TokenMode};
 use crate::contract::types::TokenClaims;
 use crate::error::{ApiError, ErrorKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
 use serde_json::Value;
-
-/// How tokens are checked (`[token]` in the config).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TokenConfig {
-    pub mode: TokenMode,
-    /// Clock skew allowed on `exp` and `nbf`. Default 60 s.
-    pub leeway_seconds: u64,
-    /// Longest token accepted. Default 8 KiB.
-    pub max_bytes: usize,
-    /// `verify` mode: the environment variable holding the HS256 secret. Required there;
-    /// the secret itself never appears in the config or the log.
-    pub secret_env: Option<String>,
-    /// `verify` mode: the required `iss`, if any.
-    pub issuer: Option<String>,
-    /// `verify` mode: the required `aud` (one of them, when the token lists several).
-    pub audience: Option<String>,
-    /// `verify` mode: claims that must be present besides `exp`.
-    pub required_claims: Vec<String>,
-}
-
-impl Default for TokenConfig {
-    fn default() -> Self {
-        TokenConfig {
-            mode: TokenMode::Decode,
-            leeway_seconds: 60,
-            max_bytes: 8 << 10,
-            secret_env: None,
-            issuer: None,
-            audience: None,
-            required_claims: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TokenMode {
-    /// No check; no claims reach the plugin.
-    Off,
-    /// Structure, algorithm and `exp` (the default).
-    #[default]
-    Decode,
-    /// The HS256 signature with the secret from `secret_env`, `exp`, `nbf`, and the
-    /// configured `issuer`, `audience` and `required_claims`.
-    Verify,
-}
 
 /// A [`TokenConfig`] ready to check tokens: the secret read from the environment once.
 #[derive(Clone)]

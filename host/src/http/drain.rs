@@ -4,19 +4,20 @@
 //! doc of [`super`]).
 
 use super::limits;
+use crate::config::InputLimits;
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
 use http_body::Body as _;
 
 /// Reads and discards the body of a request refused before its body was read, so that the
 /// connection can carry the client's next request; `true` when the body ended within
-/// [`limits::DRAIN_MAX_BYTES`] and [`limits::InputLimits::drain_timeout`]. `false` (the
+/// [`limits::DRAIN_MAX_BYTES`] and [`InputLimits::drain_timeout`]. `false` (the
 /// answer must close the connection) when it is announced or turns out larger, is late,
 /// fails, or is held back by a client that sent `Expect: 100-continue`: hyper answers that
 /// expectation as soon as the body is read, which would invite the very body the host is
 /// refusing, so such a client gets its answer at once instead, with `Connection: close`
 /// (RFC 9110, section 10.1.1).
-pub async fn drain(mut body: Body, headers: &HeaderMap, limits: &limits::InputLimits) -> bool {
+pub async fn drain(mut body: Body, headers: &HeaderMap, limits: &InputLimits) -> bool {
     if body.is_end_stream() {
         return true;
     }
@@ -37,10 +38,10 @@ pub async fn drain(mut body: Body, headers: &HeaderMap, limits: &limits::InputLi
 }
 
 /// Goes on reading and discarding what is left of a body the host will not read to its end,
-/// for at most [`limits::InputLimits::drain_timeout`] and [`limits::LINGER_MAX_BYTES`],
+/// for at most [`InputLimits::drain_timeout`] and [`limits::LINGER_MAX_BYTES`],
 /// while the answer that closes the connection goes out; hyper closes the connection once
 /// the body ends or is let go. Not for a client waiting for `100 Continue` (see [`drain`]).
-pub fn linger(body: Body, headers: &HeaderMap, limits: &limits::InputLimits) {
+pub fn linger(body: Body, headers: &HeaderMap, limits: &InputLimits) {
     if body.is_end_stream() || expects_continue(headers) {
         return;
     }
@@ -100,7 +101,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_or_small_body_is_drained_and_a_large_one_is_not() {
-        let limits = limits::InputLimits::default();
+        let limits = InputLimits::default();
         let h = HeaderMap::new();
         assert!(drain(Body::empty(), &h, &limits).await);
         assert!(drain(Body::from("x".repeat(64 << 10)), &h, &limits).await);

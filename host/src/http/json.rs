@@ -1,7 +1,6 @@
 //! Untrusted bytes to JSON: the body's shape checked against the limits, then parsed into a
 //! `serde_json::Value` that refuses a key given twice in one object.
 
-use super::limits;
 use crate::contract::{self, Problem};
 use crate::error::ApiError;
 use serde_json::Value;
@@ -9,7 +8,7 @@ use serde_json::Value;
 /// Checks the body's shape against `limits`, then parses it as a JSON object. This and
 /// [`contract::decode`] are everything that touches untrusted bytes before a plugin runs
 /// (and what the fuzz target drives).
-pub fn parse_body(body: &[u8], limits: &limits::InputLimits) -> Result<Value, ApiError> {
+pub fn parse_body(body: &[u8], limits: &crate::config::InputLimits) -> Result<Value, ApiError> {
     limits.check_json_shape(body)?;
     parse_json(body)
 }

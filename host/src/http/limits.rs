@@ -2,43 +2,11 @@
 //! count and size, slow clients, JSON nesting depth and string length; and the bounds on
 //! what the host reads of a body it refused unread (see [`DRAIN_MAX_BYTES`]).
 
+use crate::config::InputLimits;
 use crate::contract::Problem;
 use crate::error::{ApiError, ErrorKind};
 use axum::http::HeaderMap;
-use serde::Deserialize;
 use std::time::Duration;
-
-/// `[limits]` in the config. Every field has a default.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct InputLimits {
-    /// Headers a request may have. Default 64 (ServiceMobility sends a handful).
-    pub max_headers: usize,
-    /// Total bytes of header names and values. Default 16 KiB (a JWT is under 2 KiB).
-    pub max_header_bytes: usize,
-    /// Time a client has to send its request headers once it connected or finished the
-    /// previous request. Default 5 s: slow clients cannot hold connections open.
-    pub header_timeout_ms: u64,
-    /// Time a client has to send the whole body. Default 10 s.
-    pub body_timeout_ms: u64,
-    /// Deepest nesting of JSON objects and arrays. Default 32 (the contract nests 6 deep).
-    pub max_json_depth: usize,
-    /// Longest JSON string, in bytes as sent. Default 64 KiB.
-    pub max_json_string_bytes: usize,
-}
-
-impl Default for InputLimits {
-    fn default() -> Self {
-        InputLimits {
-            max_headers: 64,
-            max_header_bytes: 16 << 10,
-            header_timeout_ms: 5_000,
-            body_timeout_ms: 10_000,
-            max_json_depth: 32,
-            max_json_string_bytes: 64 << 10,
-        }
-    }
-}
 
 /// The most the host reads and discards of the body of a request it refused before
 /// reading it (a 401, 404, 415, …), so that the connection can carry the client's next
@@ -59,14 +27,6 @@ pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(1);
 pub const LINGER_MAX_BYTES: u64 = 1 << 20;
 
 impl InputLimits {
-    pub fn header_timeout(&self) -> Duration {
-        Duration::from_millis(self.header_timeout_ms)
-    }
-
-    pub fn body_timeout(&self) -> Duration {
-        Duration::from_millis(self.body_timeout_ms)
-    }
-
     /// How long the host waits for the rest of a body it will not use (see
     /// [`DRAIN_MAX_TIME`]).
     pub fn drain_timeout(&self) -> Duration {

@@ -8,8 +8,8 @@
 //! 4. it pre-instantiates against the linker (every import satisfied);
 //! 5. it exports `followup` and/or `appointments`.
 
-use super::manifest::PluginManifest;
 use super::{LoadedPlugin, PluginIdent};
+use crate::config::PluginManifest;
 use crate::contract::bindings::{appointments, followup};
 use crate::runtime::PluginRuntime;
 use sha2::{Digest, Sha256};

@@ -2,7 +2,6 @@
 
 pub mod history;
 pub mod loader;
-pub mod manifest;
 #[cfg(feature = "native-baseline")]
 pub mod native;
 pub mod registry;

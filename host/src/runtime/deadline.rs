@@ -4,8 +4,8 @@
 //! running away loses that grace ([`Conduct`]).
 
 use super::load::{Arrival, Load};
-use super::sandbox::{self, RuntimeConfig};
 use super::state::PluginState;
+use crate::config::{Limits, RuntimeConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -106,7 +106,7 @@ impl Throttle {
     pub fn arm(
         &self,
         store: &mut Store<PluginState>,
-        limits: &sandbox::Limits,
+        limits: &Limits,
         deadline: Instant,
         fuel: bool,
         conduct: &Arc<Conduct>,

@@ -1,7 +1,8 @@
 //! The one `Engine` of the host: compiler and runtime settings, and the epoch ticker
 //! that drives deadlines.
 
-use super::sandbox::{RuntimeConfig, pooling};
+use super::sandbox::pooling;
+use crate::config::RuntimeConfig;
 use std::time::Duration;
 use wasmtime::{Config, Engine};
 

@@ -58,7 +58,7 @@ pub fn failure(plugin: &Prepared, kind: FailureKind, cause: impl Into<String>) -
 /// Sorts a failed call into a [`FailureKind`] and logs the guest's backtrace.
 pub fn classify(
     ident: &Arc<PluginIdent>,
-    limits: &sandbox::Limits,
+    limits: &crate::config::Limits,
     state: &PluginState,
     err: &wasmtime::Error,
 ) -> PluginFailure {

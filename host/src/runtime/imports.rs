@@ -99,9 +99,10 @@ impl kv::Host for PluginState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Limits;
     use crate::contract::PluginIdent;
     use crate::runtime::output::GuestOutput;
-    use crate::runtime::sandbox::{Limiter, Limits};
+    use crate::runtime::sandbox::Limiter;
     use std::collections::HashMap;
     use std::sync::Arc;
 

@@ -29,6 +29,7 @@ pub mod state;
 pub mod stats;
 pub mod warm;
 
+use crate::config::RuntimeConfig;
 use crate::contract::{PluginIdent, bindings};
 use bindings::types::{
     AppointmentSearch, AppointmentSearchResponse, BookJob, BookJobResponse, BookingError,
@@ -38,7 +39,7 @@ pub use failure::{FailureKind, PluginFailure};
 use failure::{classify, failure};
 use output::GuestOutput;
 pub use prepared::Prepared;
-use sandbox::{Limiter, RuntimeConfig};
+use sandbox::Limiter;
 use state::PluginState;
 pub use state::Services;
 pub use stats::CallStats;
@@ -374,7 +375,7 @@ impl PluginRuntime {
         &self,
         ident: Arc<PluginIdent>,
         config: Arc<HashMap<String, String>>,
-        limits: &sandbox::Limits,
+        limits: &crate::config::Limits,
         conduct: &Arc<deadline::Conduct>,
         request_id: &str,
         deadline: Instant,
@@ -451,7 +452,7 @@ mod tests {
     //! The engine's limits on inline WAT: no build step, the same `Store` setup as a
     //! plugin call.
     use super::*;
-    use sandbox::Limits;
+    use crate::config::Limits;
 
     fn runtime(fuel: bool) -> Arc<PluginRuntime> {
         PluginRuntime::new(&RuntimeConfig {

@@ -11,11 +11,11 @@
 //! in host buffers charged to the call (see [`HTTP_BODY_BUFFER_BYTES`]).
 
 use super::sandbox::{HTTP_BODY_BUFFER_BYTES, HTTP_BODY_CHUNK_BYTES};
+use crate::config::{HttpGrant, Origin};
 use crate::contract::PluginIdent;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use serde::Deserialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,98 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// `[plugins.NAME.http]`: the origins a plugin may call and the limits of those calls.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpGrant {
-    /// Origins, e.g. `https://api.acme.example` or `http://127.0.0.1:9000` (the port
-    /// defaults to the scheme's). Paths are not part of an origin.
-    pub allow: Vec<String>,
-    /// Longest wait to connect, for the first byte, and between bytes. Default 5000.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Largest response body. Default 1 MiB.
-    #[serde(default = "default_max_response_bytes")]
-    pub max_response_bytes: u64,
-    /// Most requests in one call of the plugin (one booking). Default 8.
-    #[serde(default = "default_max_calls")]
-    pub max_calls: u32,
-}
-
-fn default_timeout_ms() -> u64 {
-    5000
-}
-fn default_max_response_bytes() -> u64 {
-    1 << 20
-}
-fn default_max_calls() -> u32 {
-    8
-}
-
-/// An origin: lower-case scheme and host, and a port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    pub scheme: String,
-    pub host: String,
-    pub port: u16,
-}
-
-impl Origin {
-    /// Parses `scheme://host[:port]` (a trailing `/` is allowed, nothing else after it).
-    pub fn parse(text: &str) -> Result<Origin, String> {
-        let bad =
-            |why: &str| format!("origin {text:?} {why}; write e.g. https://api.example.com:8443");
-        let (scheme, rest) = text.split_once("://").ok_or_else(|| bad("has no scheme"))?;
-        let scheme = scheme.to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "http" => 80,
-            "https" => 443,
-            _ => return Err(bad("must be http or https")),
-        };
-        let authority = rest.strip_suffix('/').unwrap_or(rest);
-        if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
-            return Err(bad("must be a scheme, a host and an optional port only"));
-        }
-        let port = |p: &str| p.parse::<u16>().map_err(|_| bad("has an invalid port"));
-        let (host, port) = match authority.strip_prefix('[') {
-            // An IPv6 literal: `[::1]` or `[::1]:8080`.
-            Some(v6) => {
-                let (address, after) = v6.split_once(']').ok_or_else(|| bad("is malformed"))?;
-                let port = match after.strip_prefix(':') {
-                    Some(p) => port(p)?,
-                    None if after.is_empty() => default_port,
-                    None => return Err(bad("is malformed")),
-                };
-                (format!("[{address}]"), port)
-            }
-            None => match authority.split_once(':') {
-                Some((host, p)) => (host.to_string(), port(p)?),
-                None => (authority.to_string(), default_port),
-            },
-        };
-        if host.is_empty() {
-            return Err(bad("has no host"));
-        }
-        Ok(Origin {
-            scheme,
-            host: host.to_ascii_lowercase(),
-            port,
-        })
-    }
-}
-
 impl HttpGrant {
-    /// Refuses a grant whose origins do not parse or whose limits are zero.
-    pub fn check(&self) -> Result<(), String> {
-        for origin in &self.allow {
-            Origin::parse(origin)?;
-        }
-        if self.timeout_ms == 0 || self.max_calls == 0 {
-            return Err("timeout_ms and max_calls must be at least 1".into());
-        }
-        Ok(())
-    }
-
     fn allows(&self, origin: &Origin) -> bool {
         self.allow
             .iter()
@@ -370,28 +279,5 @@ mod tests {
         assert_eq!(p.refusal(&uri), None);
         assert_eq!(p.refusal(&uri), None);
         assert!(p.refusal(&uri).unwrap().contains("more than 2"));
-    }
-
-    #[test]
-    fn origins_parse_strictly() {
-        assert_eq!(
-            Origin::parse("HTTPS://Api.Example:8443").unwrap(),
-            Origin {
-                scheme: "https".into(),
-                host: "api.example".into(),
-                port: 8443
-            }
-        );
-        assert_eq!(Origin::parse("http://h").unwrap().port, 80);
-        for bad in [
-            "h:80",
-            "ftp://h",
-            "http://h/path",
-            "http://",
-            "http://u@h",
-            "http://h:x",
-        ] {
-            assert!(Origin::parse(bad).is_err(), "{bad}");
-        }
     }
 }

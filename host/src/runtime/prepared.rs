@@ -3,10 +3,9 @@
 //! `Store` (or takes a warm instance, see [`super::warm`]).
 
 use super::deadline::Conduct;
-use super::outbound::HttpGrant;
-use super::sandbox::Limits;
 use super::state::PluginState;
 use super::warm::WarmPool;
+use crate::config::{HttpGrant, Limits};
 use crate::contract::PluginIdent;
 use crate::contract::bindings::{appointments, followup};
 use std::collections::HashMap;

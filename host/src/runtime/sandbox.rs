@@ -2,46 +2,8 @@
 //! every instance the host can create, a per-`Store` limiter bounds each request's memory
 //! and tables, and an epoch deadline bounds its wall-clock time.
 
-use serde::Deserialize;
-use std::time::Duration;
+use crate::config::{Limits, RuntimeConfig};
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
-
-/// Per-plugin limits (`[plugins.NAME]` in the config). Every field has a default.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Limits {
-    /// Wall-clock budget of one call, instantiation included. Default 500 ms: a booking
-    /// rule decides in microseconds, and ServiceMobility waits on us.
-    pub timeout_ms: u64,
-    /// Maximum linear memory of one instance. Default 64 MiB: a std Rust guest needs about
-    /// 2 MiB to book; the rest is headroom for large requests.
-    pub max_memory_bytes: u64,
-    /// Maximum elements of one table. Default 20,000 (funcref tables of large guests).
-    pub max_table_elements: usize,
-    /// Bytes a call may write to stdout, stderr and the log service together; the rest
-    /// is dropped (and counted), never an error. Default 64 KiB.
-    pub max_log_bytes: usize,
-    /// Largest answer (encoded JSON) a call may return; larger is `plugin-response-too-large`.
-    /// Default 1 MiB: a Book Job Response is a few hundred bytes.
-    pub max_response_bytes: usize,
-    /// Instruction budget of one call, in wasmtime fuel units (about one per Wasm
-    /// instruction); exhausting it is `plugin-out-of-fuel`. Deterministic, unlike the
-    /// deadline. Needs `[runtime] fuel = true`. Default: none (the deadline alone bounds
-    /// CPU).
-    pub max_fuel: Option<u64>,
-    /// Calls of this plugin that may run at once; more wait up to `queue_timeout_ms`, then
-    /// get `plugin-busy`. Default 32: enough to keep two cores busy with a plugin that
-    /// waits on I/O, few enough that one tenant cannot take every instance slot.
-    pub max_concurrency: u32,
-    /// Log entries (log service calls and output lines) a call may leave; the rest are
-    /// dropped and counted. Each entry also costs at least [`LOG_ENTRY_BYTES`] of
-    /// `max_log_bytes`, so empty entries are not free. Default 1,000.
-    pub max_log_entries: usize,
-    /// Host resources (WASI streams and pollables, `wasi:http` header maps, requests,
-    /// bodies, …) a call may hold at once; one more traps (`plugin-memory-limit`).
-    /// Default 256: a booking that makes its eight outbound calls holds a few dozen.
-    pub max_host_resources: usize,
-}
 
 /// The least an entry of a plugin's log costs against `max_log_bytes`: the host keeps a
 /// record per entry whatever its text.
@@ -53,6 +15,14 @@ pub const LOG_ENTRY_BYTES: usize = 64;
 /// Four: JSON is more compact than the records it encodes only for lists of empty
 /// values, and an answer that needs more could not be sent anyway.
 pub const LIFT_FACTOR: usize = 4;
+
+impl Limits {
+    /// What the host lifts out of the plugin in one go at most: its answer, or the
+    /// arguments of one host call (see [`LIFT_FACTOR`]).
+    pub fn lift_budget(&self) -> usize {
+        self.max_response_bytes.saturating_mul(LIFT_FACTOR)
+    }
+}
 
 /// Bytes of one `wasi:http` header map (wasmtime's estimate of its in-memory size).
 /// 16 KiB: a request to a customer system carries a few hundred bytes of headers.
@@ -68,84 +38,6 @@ pub const HTTP_BODY_CHUNK_BYTES: usize = 64 << 10;
 /// call may hold at once. Each is a small host table entry; wasmtime's own default is
 /// 100,000.
 pub const COMPONENT_HANDLES: usize = 10_000;
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            timeout_ms: 500,
-            max_memory_bytes: 64 << 20,
-            max_table_elements: 20_000,
-            max_log_bytes: 64 << 10,
-            max_response_bytes: 1 << 20,
-            max_fuel: None,
-            max_concurrency: 32,
-            max_log_entries: 1_000,
-            max_host_resources: 256,
-        }
-    }
-}
-
-impl Limits {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-
-    /// What the host lifts out of the plugin in one go at most: its answer, or the
-    /// arguments of one host call (see [`LIFT_FACTOR`]).
-    pub fn lift_budget(&self) -> usize {
-        self.max_response_bytes.saturating_mul(LIFT_FACTOR)
-    }
-}
-
-/// Host-wide runtime settings (`[runtime]` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RuntimeConfig {
-    /// Instances that may exist at once across all plugins; further requests wait for a
-    /// free slot. Default 256: 2 cores saturate well below that, and each slot reserves
-    /// virtual address space (not memory) for its linear memories.
-    pub max_instances: u32,
-    /// How long a request may wait for a free instance slot before it is refused with
-    /// `plugin-busy`. Default 1000 ms.
-    pub queue_timeout_ms: u64,
-    /// Epoch tick. Deadlines are checked, and running guests yield to other requests, at
-    /// this period. Default 2 ms: the ticker costs nothing measurable, and a finer tick
-    /// bounds how long a looping plugin runs before it is throttled.
-    pub epoch_tick_ms: u64,
-    /// Upper bound for any plugin's `max_memory_bytes` (the pool's slot size).
-    /// Default 256 MiB.
-    pub max_memory_bytes: u64,
-    /// Wasm stack of one call, for every plugin (wasmtime sets it per engine); deeper
-    /// recursion is `plugin-stack-overflow`. Default 512 KiB, wasmtime's own default.
-    pub max_wasm_stack_bytes: usize,
-    /// Guest CPU time after which a call counts as a runaway, throttled while other requests
-    /// are served. A booking rule decides in microseconds; past this it would only take CPU
-    /// from well-behaved calls. Default 4 ms (two ticks). Raise it on hosts serving plugins
-    /// that legitimately compute longer (interpreted JavaScript or Python rules).
-    pub runaway_after_ms: u64,
-    /// CPU share of one core that all runaway calls together may use while other requests
-    /// are in flight (percent, 1–100). Default 5: looping plugins cannot slow the others by
-    /// more than that, plus the grace of a plugin's first runaway calls.
-    pub runaway_share_percent: u8,
-    /// Meter fuel, so that plugins may have a `max_fuel` budget. Costs every plugin about a
-    /// third more CPU (measured), so it is off by default.
-    pub fuel: bool,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            max_instances: 256,
-            queue_timeout_ms: 1000,
-            epoch_tick_ms: 2,
-            max_memory_bytes: 256 << 20,
-            max_wasm_stack_bytes: 512 << 10,
-            runaway_after_ms: 4,
-            runaway_share_percent: 5,
-            fuel: false,
-        }
-    }
-}
 
 /// The pooling allocator: every instance's memory, tables and stacks come from slots
 /// reserved once at start-up, so instantiating costs microseconds and a plugin can never

@@ -1,7 +1,6 @@
 //! What one plugin call used against its limits, told to an observer (`followup plugin
 //! run` reports from it).
 
-use super::sandbox;
 use super::state;
 use crate::contract::PluginIdent;
 use std::sync::Arc;
@@ -33,7 +32,7 @@ pub struct CallStats {
     pub kv_written_bytes: usize,
     /// Bytes of outgoing request bodies the call had the host buffer at most.
     pub http_body_buffer_bytes: usize,
-    pub limits: sandbox::Limits,
+    pub limits: crate::config::Limits,
     /// The failure's detail, when the call failed.
     pub failure: Option<String>,
 }

@@ -2,12 +2,16 @@
 //! expired or misaddressed token is 401 "Invalid Logon" and never reaches the plugin; a
 //! valid token (minted by `followup token`) reaches it with its claims.
 
-mod common;
-
-use common::{Kill, b64, guest, listening_address, now, post, workspace};
+use crate::support::{FOLLOWUP, Host, run, scratch, write_config};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use followup_host::clock::unix_seconds as now;
+use followup_host::config::{Config, PluginManifest, RouteConfig, TokenConfig};
+use followup_tests::guests;
+use followup_tests::http::{example, send};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const SECRET_ENV: &str = "FOLLOWUP_TEST_JWT_SECRET";
 const SECRET: &str = "a-shared-secret-of-reasonable-length";
@@ -35,39 +39,54 @@ fn claims(extra: Value) -> Value {
     c
 }
 
-#[test]
-fn verify_mode_refuses_every_bad_token_before_the_plugin_runs() {
-    let dir = std::env::temp_dir().join(format!("followup-tokens-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("followup.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[token]\nmode = \"verify\"\nsecret_env = \"{SECRET_ENV}\"\nissuer = \"servicemobility\"\n\
-             audience = \"followup\"\nleeway_seconds = 5\n\
-             [plugins.echo]\npath = {:?}\n\
-             [[routes]]\npath = \"/echo/{{0}}\"\nkind = \"book-job\"\nplugin = \"echo\"\n",
-            guest("echo-guest", "echo_guest")
-        ),
-    )
-    .unwrap();
+fn b64(text: &str) -> String {
+    URL_SAFE_NO_PAD.encode(text)
+}
+
+/// POSTs the body to the echo route, with `token` when there is one; status and body.
+async fn post(base: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/echo/WO-1"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.header("x-access-token", token);
+    }
+    let answer = send(request).await;
+    (answer.status, answer.text)
+}
+
+#[tokio::test]
+async fn verify_mode_refuses_every_bad_token_before_the_plugin_runs() {
+    let dir = scratch("tokens");
+    let config = Config::default()
+        .with_token(TokenConfig {
+            issuer: Some("servicemobility".into()),
+            audience: Some("followup".into()),
+            leeway_seconds: 5,
+            ..TokenConfig::verify(SECRET_ENV)
+        })
+        .with_plugin("echo", PluginManifest::new(guests::ECHO))
+        .with_route(RouteConfig::book_job("/echo/{0}", "echo"));
+    let config = write_config(&dir, &config.checked().unwrap());
     let log = dir.join("stderr.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_followup"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .env(SECRET_ENV, SECRET)
-        .env("RUST_LOG", "info")
-        // The admin API stays off (and off its default port) in these tests.
-        .env_remove("FOLLOWUP_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start followup");
-    let mut child = Kill(child);
-    let addr = listening_address(&mut child);
-    let body =
-        std::fs::read_to_string(workspace().join("../shared/spec/examples/book-job.minimal.json"))
-            .unwrap();
+    let host = Host::serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        false,
+        |command| {
+            command
+                .env(SECRET_ENV, SECRET)
+                .env("RUST_LOG", "info")
+                .stderr(std::fs::File::create(&log).unwrap());
+        },
+    );
+    let addr = host.base.as_str();
+    let body = example("book-job.minimal.json");
 
     let good_header = b64(r#"{"alg":"HS256","typ":"JWT"}"#);
     let good_payload = b64(&claims(json!({})).to_string());
@@ -137,10 +156,10 @@ fn verify_mode_refuses_every_bad_token_before_the_plugin_runs() {
             ),
         ),
     ];
-    let (status, answer) = post_without_token(&addr, &body);
+    let (status, answer) = post(addr, &body, None).await;
     assert_eq!(status, 401, "missing: {answer}");
     for (name, token) in &cases {
-        let (status, answer) = post(&addr, "/echo/WO-1", &body, token);
+        let (status, answer) = post(addr, &body, Some(token)).await;
         assert_eq!(status, 401, "{name}: {answer}");
         let answer: Value = serde_json::from_str(&answer).unwrap();
         assert_eq!(answer["type"], "invalid-logon", "{name}");
@@ -150,7 +169,7 @@ fn verify_mode_refuses_every_bad_token_before_the_plugin_runs() {
 
     // A token minted by the CLI with the same secret is accepted, and its claims reach the
     // plugin.
-    let minted = Command::new(env!("CARGO_BIN_EXE_followup"))
+    let (minted, token) = run(Command::new(FOLLOWUP)
         .args([
             "token",
             "--secret-env",
@@ -165,15 +184,10 @@ fn verify_mode_refuses_every_bad_token_before_the_plugin_runs() {
             "followup",
         ])
         .env(SECRET_ENV, SECRET)
-        .output()
-        .unwrap();
-    assert!(
-        minted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&minted.stderr)
-    );
-    let token = String::from_utf8(minted.stdout).unwrap().trim().to_string();
-    let (status, answer) = post(&addr, "/echo/WO-1", &body, &token);
+        .stderr(std::process::Stdio::null()));
+    assert!(minted, "{token}");
+    let token = token.trim().to_string();
+    let (status, answer) = post(addr, &body, Some(&token)).await;
     assert_eq!(status, 200, "{answer}");
     let answer: Value = serde_json::from_str(&answer).unwrap();
     let claims_line = answer["OrderedParts"][0]["Parts"][4].as_str().unwrap();
@@ -181,24 +195,9 @@ fn verify_mode_refuses_every_bad_token_before_the_plugin_runs() {
     assert_eq!(seen["name"], "R Morales");
     assert_eq!(seen["iss"], "servicemobility");
 
-    drop(child);
+    drop(host);
     let log = std::fs::read_to_string(&log).unwrap();
     assert_eq!(log.matches("echo: booking received").count(), 1, "{log}");
     assert!(!log.contains(SECRET), "the secret reached the log");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn post_without_token(addr: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "POST /echo/WO-1 HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    (response[9..12].parse().unwrap(), response)
 }

@@ -1,69 +1,58 @@
 //! `followup plugin list|deploy|rollback` against a running host's admin API.
 
-mod common;
-
-use common::{Kill, address_in, first_lines, guest};
-use std::process::{Command, Stdio};
+use crate::support::{FOLLOWUP, Host, followup, run, scratch, workspace, write_config};
+use followup_host::config::{Config, Limits, PluginManifest, RouteConfig, TokenConfig};
+use followup_tests::configs::{self, example_booker};
+use followup_tests::guests;
+use std::process::Command;
 
 const TOKEN_ENV: &str = "FOLLOWUP_ADMIN_TOKEN";
 const TOKEN: &str = "cli-admin-token";
 
 fn plugin_cli(admin: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_followup"))
+    run(Command::new(FOLLOWUP)
         .arg("plugin")
         .args(args)
         .args(["--admin", admin])
-        .env(TOKEN_ENV, TOKEN)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+        .env(TOKEN_ENV, TOKEN))
 }
 
 #[test]
 fn the_plugin_commands_drive_a_running_host() {
-    let dir = std::env::temp_dir().join(format!("followup-plugin-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let booker = guest("capacity-booker", "capacity_booker");
-    let echo = guest("echo-guest", "echo_guest");
-    let config = dir.join("followup.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n[token]\nmode = \"off\"\n\
-             [plugins.booker]\npath = {booker:?}\nkv = true\n\
-             [[routes]]\npath = \"/workorders/{{0}}/followup\"\nkind = \"book-job\"\nplugin = \"booker\"\n\
-             [[routes]]\npath = \"/search\"\nkind = \"appointment-search\"\nplugin = \"booker\"\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_followup"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .env(TOKEN_ENV, TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Kill(child);
-    let lines = first_lines(&mut child, 2);
-    let admin = format!(
-        "http://{}",
-        address_in(&lines[1], "followup admin API on http://")
+    let dir = scratch("plugin-cli");
+    let (booker, echo) = (guests::CAPACITY_BOOKER, guests::ECHO);
+    let mut config = Config::default()
+        .with_token(TokenConfig::off())
+        .with_plugin("booker", PluginManifest::new(booker).with_kv())
+        .with_route(RouteConfig::book_job("/workorders/{0}/followup", "booker"))
+        .with_route(RouteConfig::appointment_search("/search", "booker"));
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let config = write_config(&dir, &config.checked().unwrap());
+    let host = Host::serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        true,
+        |command| {
+            command.env(TOKEN_ENV, TOKEN);
+        },
     );
+    let admin = host.admin.clone().unwrap();
 
     let (ok, listed) = plugin_cli(&admin, &["list"]);
     assert!(ok, "{listed}");
     assert!(listed.contains("\"name\":\"booker\""), "{listed}");
 
     // The echo guest cannot serve the search route: refused, and the command fails.
-    let (ok, refused) = plugin_cli(&admin, &["deploy", "booker", echo.to_str().unwrap()]);
+    let (ok, refused) = plugin_cli(&admin, &["deploy", "booker", echo]);
     assert!(!ok, "{refused}");
     assert!(refused.contains("does not export"), "{refused}");
 
     // Deploying a component (here the same one again) answers its version.
-    let (ok, deployed) = plugin_cli(&admin, &["deploy", "booker", booker.to_str().unwrap()]);
+    let (ok, deployed) = plugin_cli(&admin, &["deploy", "booker", booker]);
     assert!(ok, "{deployed}");
     assert!(deployed.contains("\"version\":\"sha256:"), "{deployed}");
 
@@ -72,13 +61,11 @@ fn the_plugin_commands_drive_a_running_host() {
     assert!(missing.contains("404"), "{missing}");
 
     // Without the token the CLI refuses before calling.
-    let out = Command::new(env!("CARGO_BIN_EXE_followup"))
+    let (ok, text) = run(Command::new(FOLLOWUP)
         .args(["plugin", "list", "--admin", &admin])
-        .env_remove(TOKEN_ENV)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    drop(child);
+        .env_remove(TOKEN_ENV));
+    assert!(!ok, "{text}");
+    drop(host);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -86,11 +73,11 @@ fn the_plugin_commands_drive_a_running_host() {
 fn local(args: &[&str]) -> (bool, String) {
     let mut all = vec!["plugin"];
     all.extend_from_slice(args);
-    common::followup(&std::env::temp_dir(), &all)
+    followup(&std::env::temp_dir(), &all)
 }
 
 fn example(name: &str) -> String {
-    common::workspace()
+    workspace()
         .join("../shared/spec/examples")
         .join(name)
         .display()
@@ -99,8 +86,8 @@ fn example(name: &str) -> String {
 
 #[test]
 fn check_describes_a_component_and_what_it_asks_for() {
-    let booker = guest("capacity-booker", "capacity_booker");
-    let (ok, text) = local(&["check", booker.to_str().unwrap()]);
+    let booker = guests::CAPACITY_BOOKER;
+    let (ok, text) = local(&["check", booker]);
     assert!(ok, "{text}");
     assert!(
         text.contains("servicemobility:booking/followup (book): serves book-job routes"),
@@ -121,16 +108,12 @@ fn check_describes_a_component_and_what_it_asks_for() {
     );
 
     // Judged by a config that does not grant the store: refused, with the reason.
-    let dir = std::env::temp_dir().join(format!("followup-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("host.toml");
-    std::fs::write(&config, format!("[plugins.booker]\npath = {booker:?}\n")).unwrap();
-    let (ok, text) = local(&[
-        "check",
-        booker.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let dir = scratch("check");
+    let config = write_config(
+        &dir,
+        &Config::default().with_plugin("booker", PluginManifest::new(booker)),
+    );
+    let (ok, text) = local(&["check", booker, "--config", config.to_str().unwrap()]);
     assert!(!ok, "{text}");
     assert!(
         text.contains("refused") && text.contains("kv = true"),
@@ -147,29 +130,37 @@ fn check_describes_a_component_and_what_it_asks_for() {
 
 #[test]
 fn run_answers_through_the_production_path_and_reports_limits_hit() {
-    let booker = guest("capacity-booker", "capacity_booker");
-    let hostile = guest("hostile-guest", "hostile_guest");
-    let dir = std::env::temp_dir().join(format!("followup-run-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("host.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[plugins.booker]\npath = {booker:?}\nkv = true\n[plugins.booker.config]\n\
-             now = \"2024-06-17T12:00:00Z\"\nutc_offset_minutes = \"-240\"\n\
-             [plugins.looper]\npath = {hostile:?}\ntimeout_ms = 100\n\
-             [plugins.looper.config]\nbehaviour = \"loop\"\n\
-             [plugins.bomb]\npath = {hostile:?}\nmax_memory_bytes = 16777216\n\
-             [plugins.bomb.config]\nbehaviour = \"memory-bomb\"\n"
-        ),
-    )
-    .unwrap();
+    let (booker, hostile) = (guests::CAPACITY_BOOKER, guests::HOSTILE);
+    let dir = scratch("run-test");
+    let config = Config::default()
+        .with_plugin("booker", example_booker())
+        .with_plugin(
+            "looper",
+            configs::hostile(
+                "loop",
+                Limits {
+                    timeout_ms: 100,
+                    ..Limits::default()
+                },
+            ),
+        )
+        .with_plugin(
+            "bomb",
+            configs::hostile(
+                "memory-bomb",
+                Limits {
+                    max_memory_bytes: 16 << 20,
+                    ..Limits::default()
+                },
+            ),
+        );
+    let config = write_config(&dir, &config.checked().unwrap());
     let config = config.to_str().unwrap();
     let book_job = example("book-job.full.json");
 
     let (ok, text) = local(&[
         "run",
-        booker.to_str().unwrap(),
+        booker,
         "--config",
         config,
         "--plugin",
@@ -213,7 +204,7 @@ fn run_answers_through_the_production_path_and_reports_limits_hit() {
     ] {
         let (ok, text) = local(&[
             "run",
-            hostile.to_str().unwrap(),
+            hostile,
             "--config",
             config,
             "--plugin",

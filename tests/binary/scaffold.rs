@@ -1,9 +1,7 @@
 //! `followup plugin new` → a project that builds, passes its tests, passes `plugin check`
 //! and answers 200 through `plugin run`, per language.
 
-mod common;
-
-use common::{followup, workspace};
+use crate::support::{followup, workspace};
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;

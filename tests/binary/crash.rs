@@ -7,35 +7,19 @@
 //! `FOLLOWUP_CRASH_ROUNDS` (2), `FOLLOWUP_CRASH_CLIENTS` (16),
 //! `FOLLOWUP_CRASH_KILL_AFTER_MS` (800).
 
-mod common;
-
-use common::{Kill, example_plugin, listening_address, try_post, workspace};
+use crate::support::{Host, scratch, write_config};
+use followup_host::config::{Config, RouteConfig, TokenConfig};
+use followup_tests::configs::example_booker;
+use followup_tests::http::{example, try_send};
+use followup_tests::knob;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn start(config: &Path) -> (Kill, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_followup"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "error")
-        .env_remove("FOLLOWUP_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Kill(child);
-    let addr = listening_address(&mut child);
-    (child, addr)
+fn start(config: &Path) -> Host {
+    Host::serve(&["--config", config.to_str().unwrap()], false, |_| {})
 }
 
 /// What happened to one booking (work order `WO-n`).
@@ -49,61 +33,56 @@ enum Outcome {
     Failed(u16, String),
 }
 
-fn book(addr: &str, n: usize, body: &str) -> Outcome {
-    match try_post(addr, &format!("/workorders/WO-{n}/followup"), body) {
-        Ok((200, head, text)) => {
-            let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            Outcome::Booked(
-                json["OrderNum"].as_str().unwrap_or("").to_string(),
-                head.contains("x-followup-replayed: true"),
-            )
-        }
-        Ok((status, _, text)) => Outcome::Failed(status, text),
+async fn book(client: &reqwest::Client, base: &str, n: usize, body: &str) -> Outcome {
+    let request = client
+        .post(format!("{base}/workorders/WO-{n}/followup"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    match try_send(request).await {
+        Ok(answer) if answer.status == 200 => Outcome::Booked(
+            answer.json["OrderNum"].as_str().unwrap_or("").to_string(),
+            answer.replayed,
+        ),
+        Ok(answer) => Outcome::Failed(answer.status, answer.text),
         Err(_) => Outcome::NoAnswer,
     }
 }
 
-#[test]
-fn a_killed_host_loses_no_answered_booking_and_books_nothing_twice() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_host_loses_no_answered_booking_and_books_nothing_twice() {
     let rounds = knob("FOLLOWUP_CRASH_ROUNDS", 2);
     let clients = knob("FOLLOWUP_CRASH_CLIENTS", 16) as usize;
     let kill_after = Duration::from_millis(knob("FOLLOWUP_CRASH_KILL_AFTER_MS", 800));
 
-    let dir = std::env::temp_dir().join(format!("followup-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("followup.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ncache_dir = \"cache\"\nversions_dir = \"versions\"\n\
-             [store]\npath = \"followup.db\"\n[watch]\nenabled = false\n[token]\nmode = \"off\"\n\
-             [plugins.booker]\npath = {:?}\nkv = true\n[plugins.booker.config]\n\
-             now = \"2024-06-17T12:00:00Z\"\nutc_offset_minutes = \"-240\"\n\
-             [[routes]]\nname = \"followup\"\npath = \"/workorders/{{0}}/followup\"\n\
-             kind = \"book-job\"\nplugin = \"booker\"\n",
-            example_plugin()
-        ),
-    )
-    .unwrap();
-    let body =
-        std::fs::read_to_string(workspace().join("../shared/spec/examples/book-job.minimal.json"))
-            .unwrap();
+    let dir = scratch("crash");
+    let mut config = Config::default()
+        .with_token(TokenConfig::off())
+        .with_plugin("booker", example_booker())
+        .with_route(RouteConfig::book_job("/workorders/{0}/followup", "booker").named("followup"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    // Relative to the config file: everything the host keeps stays in the test's directory.
+    config.cache_dir = "cache".into();
+    config.versions_dir = "versions".into();
+    config.store.path = "followup.db".into();
+    config.watch.enabled = false;
+    let config = write_config(&dir, &config.checked().unwrap());
+    let body = example("book-job.minimal.json");
+    let client = reqwest::Client::new();
 
     let outcomes: Arc<Mutex<BTreeMap<usize, Outcome>>> = Arc::default();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     for _ in 0..rounds {
-        let (mut host, addr) = start(&config);
+        let mut host = start(&config);
         let stop = Arc::new(AtomicBool::new(false));
-        let threads: Vec<_> = (0..clients)
+        let tasks: Vec<_> = (0..clients)
             .map(|_| {
-                let (addr, body, stop) = (addr.clone(), body.clone(), stop.clone());
-                let (outcomes, next) = (outcomes.clone(), next.clone());
-                std::thread::spawn(move || {
+                let (base, body, stop) = (host.base.clone(), body.clone(), stop.clone());
+                let (outcomes, next, client) = (outcomes.clone(), next.clone(), client.clone());
+                tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let n = next.fetch_add(1, Ordering::Relaxed);
-                        let outcome = book(&addr, n, &body);
+                        let outcome = book(&client, &base, n, &body).await;
                         let gone = outcome == Outcome::NoAnswer;
                         outcomes.lock().unwrap().insert(n, outcome);
                         if gone {
@@ -113,18 +92,17 @@ fn a_killed_host_loses_no_answered_booking_and_books_nothing_twice() {
                 })
             })
             .collect();
-        std::thread::sleep(kill_after);
+        tokio::time::sleep(kill_after).await;
         // SIGKILL: no shutdown, no flush; whatever was in flight is cut.
-        host.0.kill().unwrap();
-        host.0.wait().unwrap();
+        host.kill();
         stop.store(true, Ordering::Relaxed);
-        for t in threads {
-            t.join().unwrap();
+        for task in tasks {
+            task.await.unwrap();
         }
     }
 
     // Restart and retry every booking that got no answer.
-    let (_host, addr) = start(&config);
+    let host = start(&config);
     let mut outcomes = outcomes.lock().unwrap().clone();
     let unanswered: Vec<usize> = outcomes
         .iter()
@@ -133,13 +111,13 @@ fn a_killed_host_loses_no_answered_booking_and_books_nothing_twice() {
         .collect();
     let mut replayed_on_retry = 0;
     for n in &unanswered {
-        let outcome = book(&addr, *n, &body);
+        let outcome = book(&client, &host.base, *n, &body).await;
         if matches!(outcome, Outcome::Booked(_, true)) {
             replayed_on_retry += 1;
         }
         outcomes.insert(*n, outcome);
     }
-    drop(_host);
+    drop(host);
 
     // Every booking is answered now, each with a 200.
     let failed: Vec<_> = outcomes

@@ -1,15 +1,25 @@
-//! The host's TOML configuration: listener, status mode, limits, plugins and routes.
-//! Every setting has a documented default; unknown keys are refused so that a typo never
-//! silently falls back to a default.
+//! The host's TOML configuration, every type of it: listener, status mode, limits, token
+//! checks, runtime, store, plugins and routes. Every setting has a documented default;
+//! unknown keys are refused so that a typo never silently falls back to a default.
+//!
+//! This module only says what the settings are (and checks that they fit together); the
+//! layer each section configures enforces it. It sits just above the contract: every other
+//! layer reads its own section from here. Programs that write a configuration (tests,
+//! `plugin run`, `plugin new`) build it with the builders in [`build`] and, where a file is
+//! needed, write it with [`Config::to_toml`].
 
-use crate::error::StatusMode;
-use crate::http::auth::TokenConfig;
-use crate::http::limits::InputLimits;
-use crate::http::routes::{RouteKind, Template};
-use crate::plugin::manifest::PluginManifest;
-use crate::runtime::sandbox::RuntimeConfig;
+pub mod build;
+pub mod http;
+pub mod plugin;
+pub mod runtime;
+
+pub use http::{InputLimits, StatusMode, TokenConfig, TokenMode};
+pub use plugin::{HttpGrant, Limits, Origin, PluginManifest};
+pub use runtime::RuntimeConfig;
+
+use crate::contract::{RouteKind, Template};
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,7 +28,7 @@ use std::path::{Path, PathBuf};
 /// example plugin, relative to the repository root.
 pub const EXAMPLE_PLUGIN: &str = "target/wasm32-wasip2/release/capacity_booker.wasm";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address to serve on. Default `127.0.0.1:8080`.
@@ -65,10 +75,11 @@ pub struct Config {
 }
 
 /// One route (`[[routes]]`): a path template served by a plugin.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// The route's (tenant's) name, handed to the plugin. Default: the path template.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Path template; `{0}` stands for the WorkOrderID and must be a whole segment.
     pub path: String,
@@ -78,12 +89,13 @@ pub struct RouteConfig {
     pub plugin: String,
     /// How this route checks `x-access-token`, replacing the global `[token]` (e.g. a
     /// tenant with its own secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenConfig>,
 }
 
 /// `[watch]`: a component renamed over (or written and closed at) a plugin's configured
 /// path is deployed like an upload through the admin API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WatchConfig {
     /// Default `true`.
@@ -108,7 +120,7 @@ impl WatchConfig {
 }
 
 /// `[store]`: where bookings and plugins' data are kept.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `sqlite` (default): durable, in the file at `path`. `memory`: the same semantics
@@ -121,7 +133,7 @@ pub struct StoreConfig {
 }
 
 /// Which backend holds the store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreBackend {
     #[default]
@@ -135,6 +147,27 @@ impl Default for StoreConfig {
             backend: StoreBackend::Sqlite,
             path: PathBuf::from("data/followup.db"),
             journal_retention_hours: 168,
+        }
+    }
+}
+
+/// Every default, no plugin and no route: what an empty file parses to.
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: default_listen(),
+            status_mode: Default::default(),
+            max_body_bytes: default_max_body(),
+            admin: Default::default(),
+            limits: Default::default(),
+            token: Default::default(),
+            runtime: Default::default(),
+            cache_dir: default_cache_dir(),
+            versions_dir: default_versions_dir(),
+            store: Default::default(),
+            watch: Default::default(),
+            plugins: Default::default(),
+            routes: Default::default(),
         }
     }
 }
@@ -193,7 +226,7 @@ impl Config {
     /// The configuration used when none is given: the example plugin on
     /// `POST /workorders/{0}/followup` and `POST /appointments/search`.
     pub fn example(plugin_path: PathBuf) -> Config {
-        let text = include_str!("../../followup.example.toml");
+        let text = include_str!("../../../followup.example.toml");
         let mut config = Config::parse(text, Path::new("."))
             .expect("the built-in example config is valid (tested)");
         if let Some(manifest) = config.plugins.get_mut("capacity-booker") {
@@ -270,7 +303,7 @@ pub fn locate_example_plugin() -> PathBuf {
 }
 
 /// `[admin]` in the config.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Where the admin API listens. Default `127.0.0.1:8081` (loopback only).

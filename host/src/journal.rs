@@ -7,7 +7,11 @@
 //! 3. otherwise the plugin runs; its key-value writes and the journal record are committed
 //!    in one durable transaction before the 200 leaves, and only if what the plugin read is
 //!    unchanged — else it runs again on a fresh instance (after a few optimistic attempts,
-//!    holding its namespace exclusively, which cannot conflict);
+//!    or at once in a namespace that saw conflicts in the last second, holding its
+//!    namespace exclusively, which cannot conflict). The namespace is held from the run
+//!    until the commit has its place in the store's order, not until it is durable: the
+//!    next booking reads what this one wrote while its group is being written (see
+//!    `storage/pipeline.rs`);
 //! 4. a failed booking commits nothing, so a retry runs it afresh.
 //!
 //! A crash before the commit leaves nothing behind (the retry runs the plugin again and
@@ -24,8 +28,9 @@ use crate::storage::kv::KvSession;
 use crate::storage::{Batch, Commit, Recorded, SharedStorage, StorageError};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{RwLock, watch};
 
 /// Equal for retries of the same booking (see [`crate::contract::idempotency`]).
@@ -33,6 +38,11 @@ pub use crate::contract::idempotency::key as idempotency_key;
 
 /// Attempts that commit optimistically before one runs with its namespace held.
 const OPTIMISTIC_ATTEMPTS: usize = 3;
+
+/// How long after a conflict a namespace's bookings run exclusively from their first
+/// attempt: a hot key (an order-number sequence, a day's capacity) conflicts again and
+/// again, and every optimistic run that conflicts is a plugin call thrown away.
+const CONTENDED_FOR: Duration = Duration::from_secs(1);
 
 /// What a booking answered: run now, or replayed from the journal.
 #[derive(Debug)]
@@ -80,21 +90,44 @@ impl InFlight {
     }
 }
 
-/// Per-namespace locks: optimistic commits share them, an exclusive attempt holds one
-/// alone from its run to its commit.
+/// One plugin's namespace: optimistic commits share its lock, an exclusive attempt holds
+/// it alone from its run to its commit; and when it last saw a conflict.
 #[derive(Debug, Default)]
+struct Namespace {
+    lock: RwLock<()>,
+    /// Milliseconds after [`Namespaces::epoch`] of the last conflict, plus one (0: never).
+    conflicted: AtomicU64,
+}
+
+#[derive(Debug)]
 struct Namespaces {
-    locks: HashMap<String, RwLock<()>>,
+    spaces: HashMap<String, Namespace>,
+    epoch: Instant,
 }
 
 impl Namespaces {
     fn new<'a>(names: impl IntoIterator<Item = &'a String>) -> Namespaces {
         Namespaces {
-            locks: names
+            spaces: names
                 .into_iter()
-                .map(|n| (n.clone(), RwLock::new(())))
+                .map(|n| (n.clone(), Namespace::default()))
                 .collect(),
+            epoch: Instant::now(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn conflicted(&self, space: &Namespace) {
+        space.conflicted.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether `space` saw a conflict within [`CONTENDED_FOR`].
+    fn contended(&self, space: &Namespace) -> bool {
+        let at = space.conflicted.load(Ordering::Relaxed);
+        at != 0 && self.now_ms().saturating_sub(at) < CONTENDED_FOR.as_millis() as u64
     }
 }
 
@@ -216,10 +249,15 @@ async fn book(
     }
 
     let name = &plugin.ident.name;
-    let lock = app.namespaces.locks.get(name);
+    let space = app.namespaces.spaces.get(name);
     for attempt in 0.. {
-        let exclusive = match lock {
-            Some(lock) if plugin.kv && attempt >= OPTIMISTIC_ATTEMPTS => Some(lock.write().await),
+        let exclusive = match space {
+            Some(space)
+                if plugin.kv
+                    && (attempt >= OPTIMISTIC_ATTEMPTS || app.namespaces.contended(space)) =>
+            {
+                Some(space.lock.write().await)
+            }
             _ => None,
         };
         let services = Services {
@@ -245,17 +283,19 @@ async fn book(
                 ..Batch::default()
             },
         };
-        let shared = match (&exclusive, lock) {
-            (None, Some(lock)) if !batch.writes.is_empty() => Some(lock.read().await),
+        let shared = match (&exclusive, space) {
+            (None, Some(space)) if !batch.writes.is_empty() => Some(space.lock.read().await),
             _ => None,
         };
+        let response = batch.journal.as_ref().map(|j| j.response.clone());
         let storage = app.storage.clone();
-        let outcome = blocking(&app.storage, move || {
-            let response = batch.journal.as_ref().map(|j| j.response.clone());
-            storage.commit(batch).map(|c| (c, response))
-        })
-        .await?;
+        let pending = blocking(&app.storage, move || storage.submit(batch)).await?;
+        // Ordered: the next booking of the namespace may run on what this one wrote.
         drop((shared, exclusive));
+        let outcome = (pending.durable().await.map_err(unavailable)?, response);
+        if let (Commit::Conflict, Some(space)) = (&outcome.0, space) {
+            app.namespaces.conflicted(space);
+        }
         match outcome {
             (Commit::Done, Some(response)) => return Ok(Booked::Ran(response)),
             (Commit::Recorded(done), _) => return Ok(Booked::Replayed(done)),

@@ -6,7 +6,7 @@
 //! the lock, so commits are atomic and serialisable like SQLite's; none of them waits on
 //! I/O, which is why the journal calls this backend inline instead of on a blocking thread.
 
-use super::{Batch, Commit, Listing, Recorded, Storage, StorageError};
+use super::{Batch, Commit, Listing, Pending, Recorded, Storage, StorageError};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -62,38 +62,9 @@ impl Storage for MemoryStorage {
         Ok(self.lock().list(ns, prefix, limit))
     }
 
-    fn commit(&self, batch: Batch) -> Result<Commit, StorageError> {
-        let mut data = self.lock();
-        if let Some(journal) = &batch.journal
-            && let Some(earlier) = data.journal.get(&journal.key)
-        {
-            return Ok(Commit::Recorded(earlier.clone()));
-        }
-        let unchanged = batch
-            .expect
-            .iter()
-            .all(|(key, seen)| data.get(&batch.ns, key) == *seen)
-            && batch.expect_lists.iter().all(
-                |Listing {
-                     prefix,
-                     limit,
-                     keys,
-                 }| data.list(&batch.ns, prefix, *limit) == *keys,
-            );
-        if !unchanged {
-            return Ok(Commit::Conflict);
-        }
-        for (key, value) in batch.writes {
-            let at = (batch.ns.clone(), key);
-            match value {
-                Some(v) => data.kv.insert(at, v),
-                None => data.kv.remove(&at),
-            };
-        }
-        if let Some(record) = batch.journal {
-            data.journal.insert(record.key.clone(), record);
-        }
-        Ok(Commit::Done)
+    fn submit(&self, batch: Batch) -> Result<Pending, StorageError> {
+        // Nothing to wait for: applied is all this backend's "durable" means.
+        Ok(Pending::Ready(Ok(self.apply(batch))))
     }
 
     fn recorded(&self, key: &str) -> Result<Option<Recorded>, StorageError> {
@@ -109,5 +80,42 @@ impl Storage for MemoryStorage {
 
     fn waits_on_io(&self) -> bool {
         false
+    }
+}
+
+impl MemoryStorage {
+    /// Applies `batch` if its expectations hold.
+    fn apply(&self, batch: Batch) -> Commit {
+        let mut data = self.lock();
+        if let Some(journal) = &batch.journal
+            && let Some(earlier) = data.journal.get(&journal.key)
+        {
+            return Commit::Recorded(earlier.clone());
+        }
+        let unchanged = batch
+            .expect
+            .iter()
+            .all(|(key, seen)| data.get(&batch.ns, key) == *seen)
+            && batch.expect_lists.iter().all(
+                |Listing {
+                     prefix,
+                     limit,
+                     keys,
+                 }| data.list(&batch.ns, prefix, *limit) == *keys,
+            );
+        if !unchanged {
+            return Commit::Conflict;
+        }
+        for (key, value) in batch.writes {
+            let at = (batch.ns.clone(), key);
+            match value {
+                Some(v) => data.kv.insert(at, v),
+                None => data.kv.remove(&at),
+            };
+        }
+        if let Some(record) = batch.journal {
+            data.journal.insert(record.key.clone(), record);
+        }
+        Commit::Done
     }
 }

@@ -3,17 +3,26 @@
 //! keeps its name.)
 //!
 //! The trait is what every backend must honestly provide: reads of committed data, and one
-//! atomic, durable `commit` that checks what a booking read (compare-and-swap over every key
+//! atomic, durable commit that checks what a booking read (compare-and-swap over every key
 //! and listing it saw), applies its writes and records its answer in the journal, or does
 //! nothing. Increment, compare-and-swap and the rest are built on that by
 //! [`kv::KvSession`], so a backend implements no booking logic. SQLite ([`sqlite`]) is the
 //! default; nothing outside that module knows it is SQLite.
+//!
+//! A commit has two moments: its place in the commit order (from then on reads see it, so
+//! the next booking of the same key can run) and its durability (only then may its answer
+//! leave). [`Storage::submit`] returns at the first and hands back a [`Pending`] that
+//! resolves at the second. A disk backend implements [`Durable`] (reads of what is
+//! durable, and a group of batches written in one transaction) and gets the ordering from
+//! [`pipeline::Pipeline`].
 
 pub mod kv;
 pub mod memory;
+pub mod pipeline;
 pub mod sqlite;
 
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 /// A failure of the store itself (I/O, corruption, a backend gone away).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,15 +77,53 @@ pub enum Commit {
     Recorded(Recorded),
 }
 
+/// A commit on its way to disk (see [`Storage::submit`]).
+#[derive(Debug)]
+pub enum Pending {
+    /// Decided without waiting: a conflict, a recorded duplicate, or a backend for which
+    /// applied is durable.
+    Ready(Result<Commit, StorageError>),
+    /// Resolves once the batch is durable, or failed.
+    Waiting(oneshot::Receiver<Result<Commit, StorageError>>),
+}
+
+impl Pending {
+    /// The outcome, once durable.
+    pub async fn durable(self) -> Result<Commit, StorageError> {
+        match self {
+            Pending::Ready(outcome) => outcome,
+            Pending::Waiting(rx) => rx.await.unwrap_or_else(|_| Err(stopped())),
+        }
+    }
+
+    /// The outcome, once durable, blocking the thread (never from async code).
+    pub fn wait(self) -> Result<Commit, StorageError> {
+        match self {
+            Pending::Ready(outcome) => outcome,
+            Pending::Waiting(rx) => rx.blocking_recv().unwrap_or_else(|_| Err(stopped())),
+        }
+    }
+}
+
+fn stopped() -> StorageError {
+    StorageError("the store's writer has stopped".into())
+}
+
 /// A storage backend.
 pub trait Storage: Send + Sync + 'static {
-    /// The committed value of `key` in namespace `ns`.
+    /// The newest committed value of `key` in namespace `ns`.
     fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
-    /// The committed keys of `ns` that start with `prefix`, in byte order, at most `limit`.
+    /// The newest committed keys of `ns` that start with `prefix`, in byte order, at most
+    /// `limit`.
     fn list(&self, ns: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StorageError>;
-    /// Applies `batch` atomically and durably if its expectations hold (see [`Commit`]).
-    fn commit(&self, batch: Batch) -> Result<Commit, StorageError>;
-    /// The journal's record of a completed booking.
+    /// Commits `batch` if its expectations hold (see [`Commit`]): returns once it has its
+    /// place in the commit order, with what resolves when it is durable.
+    fn submit(&self, batch: Batch) -> Result<Pending, StorageError>;
+    /// Commits `batch` and waits until it is durable (blocking the thread).
+    fn commit(&self, batch: Batch) -> Result<Commit, StorageError> {
+        self.submit(batch)?.wait()
+    }
+    /// The journal's record of a completed booking, once durable.
     fn recorded(&self, key: &str) -> Result<Option<Recorded>, StorageError>;
     /// Removes journal records older than `before` (Unix seconds); how many.
     fn prune(&self, before: u64) -> Result<u64, StorageError>;
@@ -85,6 +132,21 @@ pub trait Storage: Send + Sync + 'static {
     fn waits_on_io(&self) -> bool {
         true
     }
+}
+
+/// What a disk backend provides behind a [`pipeline::Pipeline`].
+pub trait Durable: Send + Sync + 'static {
+    /// The durable value of `key` in namespace `ns`.
+    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// The durable keys of `ns` that start with `prefix`, in byte order, at most `limit`.
+    fn list(&self, ns: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StorageError>;
+    /// The journal's durable record under `key`.
+    fn recorded(&self, key: &str) -> Result<Option<Recorded>, StorageError>;
+    /// Removes journal records older than `before` (Unix seconds); how many.
+    fn prune(&self, before: u64) -> Result<u64, StorageError>;
+    /// Writes `batches` in order in one durable transaction: each checked after the ones
+    /// before it and applied only if its expectations hold. An error writes none of them.
+    fn commit_group(&self, batches: &[&Batch]) -> Result<Vec<Commit>, StorageError>;
 }
 
 /// The storage every plugin of a host shares.

@@ -1,22 +1,21 @@
 //! The SQLite store: one file in WAL mode, `synchronous = FULL`, so a commit is on disk
 //! before the booking's 200 leaves.
 //!
-//! Writes go through one writer thread that commits in groups: every batch waiting when a
-//! transaction starts joins it, each under its own savepoint (a conflicting batch is rolled
-//! back alone), and the group shares one fsync. Reads use a small pool of read-only
-//! connections, which WAL lets run beside the writer.
+//! [`SqliteDisk`] is the file: a small pool of read-only connections, which WAL lets run
+//! beside the writer, and one writer connection that commits a group of batches in one
+//! transaction, each under its own savepoint (a conflicting batch is rolled back alone),
+//! with one fsync for the group. [`SqliteStorage`] puts it behind a
+//! [`Pipeline`](super::pipeline::Pipeline), which orders commits in memory and feeds the
+//! writer its groups.
 
-use super::{Batch, Commit, Listing, Recorded, Storage, StorageError};
+use super::pipeline::Pipeline;
+use super::{Batch, Commit, Durable, Listing, Recorded, StorageError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
 
 /// Read connections; reads are short, so a few serve many concurrent calls.
 const READERS: usize = 4;
-
-/// Most batches committed in one transaction.
-const GROUP: usize = 256;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS kv (
@@ -30,22 +29,25 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
 ";
 
-type Reply<T> = mpsc::SyncSender<Result<T, StorageError>>;
+/// The SQLite store the host serves from: the file behind a commit pipeline.
+pub type SqliteStorage = Pipeline<SqliteDisk>;
 
-/// Work for the writer thread.
-enum Job {
-    Commit(Batch, Reply<Commit>),
-    Prune(u64, Reply<u64>),
+impl Pipeline<SqliteDisk> {
+    /// Opens (creating if missing) the store at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStorage, StorageError> {
+        Pipeline::new(SqliteDisk::open(path)?)
+    }
 }
 
-pub struct SqliteStorage {
-    writer: Mutex<mpsc::Sender<Job>>,
+/// The SQLite file: durable reads and group commits.
+pub struct SqliteDisk {
+    writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
 }
 
-impl std::fmt::Debug for SqliteStorage {
+impl std::fmt::Debug for SqliteDisk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStorage").finish_non_exhaustive()
+        f.debug_struct("SqliteDisk").finish_non_exhaustive()
     }
 }
 
@@ -53,9 +55,9 @@ fn err(e: impl std::fmt::Display) -> StorageError {
     StorageError(e.to_string())
 }
 
-impl SqliteStorage {
-    /// Opens (creating if missing) the store at `path`.
-    pub fn open(path: &Path) -> Result<SqliteStorage, StorageError> {
+impl SqliteDisk {
+    /// Opens (creating if missing) the file at `path`.
+    pub fn open(path: &Path) -> Result<SqliteDisk, StorageError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StorageError(format!("cannot create {}: {e}", dir.display())))?;
@@ -80,13 +82,8 @@ impl SqliteStorage {
                 Ok(Mutex::new(c))
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("followup-store".into())
-            .spawn(move || write_loop(writer, rx))
-            .map_err(err)?;
-        Ok(SqliteStorage {
-            writer: Mutex::new(tx),
+        Ok(SqliteDisk {
+            writer: Mutex::new(writer),
             readers,
         })
     }
@@ -107,6 +104,10 @@ impl SqliteStorage {
             .unwrap_or_else(PoisonError::into_inner);
         f(&c).map_err(err)
     }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 fn thread_index() -> usize {
@@ -116,7 +117,7 @@ fn thread_index() -> usize {
     h.finish() as usize
 }
 
-impl Storage for SqliteStorage {
+impl Durable for SqliteDisk {
     fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         self.read(|c| get(c, ns, key))
     }
@@ -125,30 +126,37 @@ impl Storage for SqliteStorage {
         self.read(|c| list(c, ns, prefix, limit))
     }
 
-    fn commit(&self, batch: Batch) -> Result<Commit, StorageError> {
-        self.send(|reply| Job::Commit(batch, reply))
-    }
-
     fn recorded(&self, key: &str) -> Result<Option<Recorded>, StorageError> {
         self.read(|c| recorded(c, key))
     }
 
     fn prune(&self, before: u64) -> Result<u64, StorageError> {
-        self.send(|reply| Job::Prune(before, reply))
+        self.writer()
+            .execute("DELETE FROM journal WHERE at < ?1", params![before as i64])
+            .map(|n| n as u64)
+            .map_err(err)
     }
-}
 
-impl SqliteStorage {
-    /// Hands a job to the writer thread and waits for its answer.
-    fn send<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StorageError> {
-        let stopped = || StorageError("the store's writer has stopped".into());
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(job(reply))
-            .map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
+    fn commit_group(&self, batches: &[&Batch]) -> Result<Vec<Commit>, StorageError> {
+        let mut c = self.writer();
+        let mut tx = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let sp = tx.savepoint().map_err(err)?;
+            let outcome = apply(&sp, batch).map_err(err)?;
+            if outcome == Commit::Done {
+                sp.commit().map_err(err)?;
+            }
+            // Dropping an uncommitted savepoint rolls it back.
+            outcomes.push(outcome);
+        }
+        tx.commit().map_err(|e| {
+            tracing::error!("store commit failed: {e}");
+            err(e)
+        })?;
+        Ok(outcomes)
     }
 }
 
@@ -227,78 +235,10 @@ fn apply(c: &Connection, batch: &Batch) -> rusqlite::Result<Commit> {
     Ok(Commit::Done)
 }
 
-/// The writer thread: commits every batch waiting, in one transaction, until the store is
-/// dropped.
-fn write_loop(mut c: Connection, rx: mpsc::Receiver<Job>) {
-    let mut next = None;
-    loop {
-        let job = match next.take() {
-            Some(job) => job,
-            None => match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            },
-        };
-        let first = match job {
-            Job::Prune(before, reply) => {
-                let pruned = c
-                    .execute("DELETE FROM journal WHERE at < ?1", params![before as i64])
-                    .map(|n| n as u64)
-                    .map_err(err);
-                let _ = reply.send(pruned);
-                continue;
-            }
-            Job::Commit(batch, reply) => (batch, reply),
-        };
-        let mut group = vec![first];
-        while group.len() < GROUP {
-            match rx.try_recv() {
-                Ok(Job::Commit(batch, reply)) => group.push((batch, reply)),
-                Ok(prune) => {
-                    next = Some(prune);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let outcomes = commit_group(&mut c, &group);
-        for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
-            let _ = reply.send(outcome);
-        }
-    }
-}
-
-fn commit_group(
-    c: &mut Connection,
-    group: &[(Batch, Reply<Commit>)],
-) -> Vec<Result<Commit, StorageError>> {
-    let run = |c: &mut Connection| -> rusqlite::Result<Vec<Commit>> {
-        let mut tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut outcomes = Vec::with_capacity(group.len());
-        for (batch, _) in group {
-            let sp = tx.savepoint()?;
-            let outcome = apply(&sp, batch)?;
-            if outcome == Commit::Done {
-                sp.commit()?;
-            }
-            // Dropping an uncommitted savepoint rolls it back.
-            outcomes.push(outcome);
-        }
-        tx.commit()?;
-        Ok(outcomes)
-    };
-    match run(c) {
-        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-        Err(e) => {
-            tracing::error!("store commit failed: {e}");
-            group.iter().map(|_| Err(err(&e))).collect()
-        }
-    }
-}
-
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use crate::storage::Storage;
     use std::sync::Arc;
 
     pub fn temp_store(name: &str) -> (SqliteStorage, std::path::PathBuf) {

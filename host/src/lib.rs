@@ -2,22 +2,25 @@
 //! interfaces for many routes, each answered by a customer's sandboxed WebAssembly plugin.
 //!
 //! # Layout
-//! - [`admin`]: the admin API (plugins, deploy, rollback, health, metrics);
-//! - [`config`]: the TOML configuration and its defaults;
-//! - [`http`]: the HTTP surface (routes, token check, request handling);
+//! From the top down; every dependency points down (`docs/architecture.md`).
+//! - [`cli`]: the `followup` command line, with `plugin check|run|new` for plugin authors;
+//! - [`server`]: the router and the accept loop;
+//! - [`app`]: the [`App`], a composition of the parts below, and its admission gate;
+//! - [`admin`], [`metrics`], [`watch`]: the admin API, failure counters, plugin files
+//!   watched for new versions;
+//! - [`http`]: the HTTP surface (routes, token check, limits, the handler);
 //! - [`journal`]: bookings that happen once (the idempotency journal);
-//! - [`files`]: files written whole or not at all;
-//! - [`logging`]: the host's log, which plugins cannot forge;
-//! - [`error`]: the Standard Response Object and the one status mapping;
-//! - [`metrics`]: failure counters per plugin version and error type;
-//! - [`contract`]: the contract's records and their JSON mapping (shared with the SDK);
 //! - [`dispatch`]: one operation on a plugin: decode, call, check, encode;
-//! - [`plugin`]: loading and checking components;
+//! - [`error`]: the Standard Response Object and the one status mapping;
+//! - [`plugin`]: loading, registering and keeping plugin versions;
 //! - [`runtime`]: the engine, the sandbox and one plugin call;
-//! - [`store`]: plugins' key-value data and the idempotency journal (SQLite);
-//! - [`text`]: bounding and escaping text from plugins and clients;
-//! - [`watch`]: watching plugin files for new versions;
-//! - [`cli`]: the `followup` command line, with `plugin check|run|new` for plugin authors.
+//! - [`storage`]: plugins' key-value data and the journal records (SQLite, memory), with
+//!   commits ordered in memory and durable in groups;
+//! - [`config`]: every type of the configuration file, and builders;
+//! - [`contract`]: the WIT records and their JSON mapping (shared with the SDK), the
+//!   operation kinds and endpoint templates, plugin versions' names;
+//! - [`text`], [`clock`], [`files`], [`logging`]: bounding and escaping text, the clock,
+//!   files written whole, the host's log.
 
 pub mod admin;
 pub mod app;

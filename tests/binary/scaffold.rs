@@ -41,6 +41,12 @@ fn new_build_check_run(lang: &str, name: &str, wasm: &str, build: impl FnOnce(&P
     );
     assert!(ok, "{text}");
     assert!(text.contains("serves book-job routes"), "{text}");
+    // Least privilege: the project's component asks for no key-value store (JavaScript and
+    // Python build for the world booker-no-kv), and host.toml grants none.
+    assert!(!text.contains("key-value store"), "{lang}: {text}");
+    assert!(text.contains("when granted nothing"), "{lang}: {text}");
+    let host = std::fs::read_to_string(project.join("host.toml")).unwrap();
+    assert!(host.lines().any(|l| l == "kv = false"), "{lang}: {host}");
     let run_args = [
         "plugin",
         "run",

@@ -130,11 +130,11 @@ pub fn host_toml(name: &str, lang: Lang, wasm: &str) -> anyhow::Result<String> {
     let mut manifest = PluginManifest::new(wasm);
     if lang != Lang::Rust {
         text.push_str(
-            "# The component imports every interface of the world, the key-value store included,\n\
-             # whether the rules use it or not; the host refuses an import it has not granted, so\n\
-             # kv = true. The interpreter inside needs more time and memory than compiled rules.\n",
+            "# The interpreter inside the component needs more time and memory than compiled\n\
+             # rules. It is built for the world booker-no-kv, so it needs no grant; rules that\n\
+             # keep state build for booker and add kv = true here.\n",
         );
-        manifest = manifest.with_kv().with_limits(Limits {
+        manifest = manifest.with_limits(Limits {
             timeout_ms: 2000,
             max_memory_bytes: 128 << 20,
             ..Limits::default()
@@ -235,7 +235,7 @@ mod tests {
         let py = new_plugin("acme-py", Lang::Python, &parent, None).unwrap();
         let host = std::fs::read_to_string(py.join("host.toml")).unwrap();
         let config = crate::config::Config::parse(&host, &py).unwrap();
-        assert!(config.plugins["acme-py"].kv, "{host}");
+        assert!(!config.plugins["acme-py"].kv, "no grant: {host}");
         assert_eq!(config.plugins["acme-py"].limits.timeout_ms, 2000);
         assert!(
             !std::fs::read_to_string(dir.join("src/lib.rs"))

@@ -1,10 +1,13 @@
-//! The host's log: one line per event on stderr, filtered by `RUST_LOG`.
+//! The host's log: one line per event on stderr, filtered by `RUST_LOG`, as text or as
+//! JSON (`log_format`, `--log-format`).
 //!
 //! Plugins put text into the log (their log entries, refusals, trap messages, the names of
 //! their functions in backtraces), and clients do too (paths, ids). Every field is written
 //! with its control characters escaped (see [`crate::text::write_escaped`]), so a newline
 //! in such text never starts a line of its own: a plugin cannot forge a host log record.
+//! JSON lines get the same guarantee from JSON's own string escaping.
 
+use crate::config::LogFormat;
 use std::fmt;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
@@ -12,12 +15,24 @@ use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
 
 /// Installs the host's log on stderr; `default_filter` applies when `RUST_LOG` is unset.
-pub fn init(default_filter: &str) {
+pub fn init(default_filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    if format == LogFormat::Json {
+        // Keys: timestamp, level, target, message, then the event's own fields at the top
+        // level (documented in docs/operations.md; stable).
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+        return;
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
+        .with_env_filter(filter)
         .fmt_fields(EscapedFields)
         // Colour codes only for a person at a terminal, never into a file or a pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -17,7 +17,7 @@ use std::sync::Arc;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    followup_host::logging::init("warn");
+    followup_host::logging::init("warn", followup_host::config::LogFormat::Text);
     let mut args = std::env::args().skip(1);
     let config_path = args
         .next()

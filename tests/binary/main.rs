@@ -6,6 +6,7 @@
 //! library).
 
 mod crash;
+mod logs;
 mod newcomer;
 mod plugin_cli;
 mod scaffold;

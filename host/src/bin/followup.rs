@@ -7,8 +7,8 @@ use followup_host::cli::{self, Cli};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    followup_host::logging::init("info,wasmtime=warn,cranelift=warn");
     let cli = Cli::parse();
+    followup_host::logging::init("info,wasmtime=warn,cranelift=warn", cli.log_format());
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -4,7 +4,7 @@ pub mod check;
 pub mod run;
 pub mod scaffold;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, LogFormat};
 use crate::{App, run};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -19,6 +19,35 @@ use std::sync::Arc;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The log's lines: text or json (one JSON object per line). Overrides the config's
+    /// `log_format`.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+}
+
+impl Cli {
+    /// The log format: `--log-format`, else `serve --config FILE`'s `log_format`, else text.
+    /// Read before anything is logged, so that every line, start-up included, has it.
+    pub fn log_format(&self) -> LogFormat {
+        if let Some(format) = self.log_format.as_deref().and_then(|f| f.parse().ok()) {
+            return format;
+        }
+        /// Only the one key: the whole file is read, and its errors reported, later.
+        #[derive(serde::Deserialize)]
+        struct Peek {
+            #[serde(default)]
+            log_format: LogFormat,
+        }
+        match &self.command {
+            Command::Serve {
+                config: Some(path), ..
+            } => std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| toml::from_str::<Peek>(&text).ok())
+                .map_or(LogFormat::Text, |peek| peek.log_format),
+            _ => LogFormat::Text,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -37,6 +37,10 @@ pub struct Config {
     /// `documented` (default: only 200, 401 and 500) or `http` (precise statuses).
     #[serde(default)]
     pub status_mode: StatusMode,
+    /// The host log's lines: `text` (default) or `json` (one JSON object per line; the
+    /// `--log-format` option overrides it).
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// Largest request body accepted. Default 1 MiB.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -72,6 +76,30 @@ pub struct Config {
     /// Routes, matched in order.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+/// How the host log writes a line (`log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `TIME LEVEL target: message key=value …`, every value escaped.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the event's
+    /// fields (`request_id`, `plugin`, …) as keys of their own.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("{s:?} is not a log format (text or json)")),
+        }
+    }
 }
 
 /// One route (`[[routes]]`): a path template served by a plugin.
@@ -157,6 +185,7 @@ impl Default for Config {
         Config {
             listen: default_listen(),
             status_mode: Default::default(),
+            log_format: Default::default(),
             max_body_bytes: default_max_body(),
             admin: Default::default(),
             limits: Default::default(),

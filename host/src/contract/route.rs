@@ -1,7 +1,8 @@
 //! What a route serves (the operation kinds) and where: endpoint URI templates
 //! (`/workorders/{0}/followup`), which ServiceMobility calls with `{0}` replaced by the
 //! WorkOrderID. `{0}` is one whole path segment, percent-decoded, and refused when it is
-//! empty, not UTF-8 or holds a control character.
+//! empty, not UTF-8, or holds a control character or an invisible character that disguises
+//! text.
 
 use anyhow::bail;
 use percent_encoding::percent_decode_str;
@@ -96,10 +97,15 @@ impl Template {
             // The ID reaches plugins, and through them log lines and the URLs, headers and
             // bodies sent to customers' systems: a line feed or a NUL in it could forge a log
             // line or a header there, or end the ID early.
-            Ok(id) => match id.chars().find(|c| c.is_control()) {
-                Some(c) => Err(format!(
+            Ok(id) => match id.chars().find(|c| c.is_control() || disguises(*c)) {
+                Some(c) if c.is_control() => Err(format!(
                     "the WorkOrderID in the path contains the control character U+{:04X}; \
                      only printable characters are allowed",
+                    u32::from(c)
+                )),
+                Some(c) => Err(format!(
+                    "the WorkOrderID in the path contains U+{:04X}, an invisible formatting \
+                     character that can disguise text; only printable characters are allowed",
                     u32::from(c)
                 )),
                 None if id.trim().is_empty() => Err("the WorkOrderID in the path is empty".into()),
@@ -108,6 +114,23 @@ impl Template {
             Err(_) => Err("the WorkOrderID in the path is not UTF-8 once percent-decoded".into()),
         })
     }
+}
+
+/// Invisible characters that change how the text around them reads: line and paragraph
+/// separators (a new line to many log viewers), bidirectional overrides and isolates
+/// (`WO-1\u{202E}KO` shows as `WO-1OK`), and zero-width characters (two IDs that look the
+/// same). An ID has no use for them; downstream they disguise what it says.
+fn disguises(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2028}' | '\u{2029}'
+            | '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 #[cfg(test)]

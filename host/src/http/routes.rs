@@ -161,6 +161,23 @@ mod tests {
                 other => panic!("{id}: unexpected {other:?}"),
             }
         }
+        // Invisible characters that disguise text: line separators, bidi overrides,
+        // zero-width characters.
+        for (id, code) in [
+            ("A%E2%80%A8B", "U+2028"),
+            ("WO-1%E2%80%AEKO", "U+202E"),
+            ("W%E2%80%8BO", "U+200B"),
+            ("%EF%BB%BFWO", "U+FEFF"),
+            ("WO%E2%81%A6X", "U+2066"),
+        ] {
+            match t.find(&format!("/workorders/{id}/followup")) {
+                Matched::BadId(_, reason) => {
+                    assert!(reason.contains("can disguise text"), "{id}: {reason}");
+                    assert!(reason.contains(code), "{id}: {reason}");
+                }
+                other => panic!("{id}: unexpected {other:?}"),
+            }
+        }
         // Printable punctuation, spaces inside and non-ASCII letters stay allowed.
         for (id, decoded) in [
             ("A%20B", "A B"),

@@ -3,8 +3,8 @@
 //!
 //! [`SqliteDisk`] is the file: a small pool of read-only connections, which WAL lets run
 //! beside the writer, and one writer connection that commits a group of batches in one
-//! transaction, each under its own savepoint (a conflicting batch is rolled back alone),
-//! with one fsync for the group. [`SqliteStorage`] puts it behind a
+//! transaction (a conflicting batch is found before it writes, so it leaves nothing), with
+//! one fsync for the group. [`SqliteStorage`] puts it behind a
 //! [`Pipeline`](super::pipeline::Pipeline), which orders commits in memory and feeds the
 //! writer its groups.
 
@@ -139,19 +139,16 @@ impl Durable for SqliteDisk {
 
     fn commit_group(&self, batches: &[&Batch]) -> Result<Vec<Commit>, StorageError> {
         let mut c = self.writer();
-        let mut tx = c
+        let tx = c
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
-        let mut outcomes = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let sp = tx.savepoint().map_err(err)?;
-            let outcome = apply(&sp, batch).map_err(err)?;
-            if outcome == Commit::Done {
-                sp.commit().map_err(err)?;
-            }
-            // Dropping an uncommitted savepoint rolls it back.
-            outcomes.push(outcome);
-        }
+        // No savepoint per batch: `apply` decides a conflict or a duplicate before it
+        // writes anything, and an error while writing fails the whole group.
+        let outcomes = batches
+            .iter()
+            .map(|batch| apply(&tx, batch))
+            .collect::<rusqlite::Result<Vec<Commit>>>()
+            .map_err(err)?;
         tx.commit().map_err(|e| {
             tracing::error!("store commit failed: {e}");
             err(e)
@@ -191,7 +188,8 @@ fn recorded(c: &Connection, key: &str) -> rusqlite::Result<Option<Recorded>> {
         .optional()
 }
 
-/// Applies one batch inside the current transaction; `Done` only if it wrote.
+/// Applies one batch inside the current transaction; `Done` only if it wrote. Every
+/// check comes before the first write, so a batch that does not apply wrote nothing.
 fn apply(c: &Connection, batch: &Batch) -> rusqlite::Result<Commit> {
     if let Some(journal) = &batch.journal
         && let Some(earlier) = recorded(c, &journal.key)?

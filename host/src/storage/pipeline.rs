@@ -53,6 +53,8 @@ struct State {
     journal: HashMap<String, u64>,
     queue: Vec<Queued>,
     closed: bool,
+    /// The writer thread has stopped (it panicked): nothing queued will become durable.
+    writer_gone: bool,
 }
 
 struct Shared<D> {
@@ -189,6 +191,9 @@ impl<D: Durable> Storage for Pipeline<D> {
         let shared = &*self.shared;
         let mut state = loop {
             let state = shared.lock();
+            if state.writer_gone {
+                return Err(StorageError("the store's writer has stopped".into()));
+            }
             let journaled = batch.journal.as_ref().map(|j| j.key.as_str());
             if journaled.is_none_or(|key| !state.journal.contains_key(key)) {
                 break state;
@@ -264,9 +269,24 @@ impl<D: Durable> Storage for Pipeline<D> {
     }
 }
 
+/// Marks the writer gone when it stops for any reason, a panic included, and fails what
+/// is still queued: a booking waiting on it gets the store's error instead of waiting for
+/// ever, and later commits are refused at once.
+struct WriterGone<'a, D>(&'a Shared<D>);
+
+impl<D> Drop for WriterGone<'_, D> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.writer_gone = true;
+        // Dropping a batch's sender resolves its `Pending` with the writer-stopped error.
+        state.queue.clear();
+    }
+}
+
 /// The writer thread: writes what is queued, in order and in groups, until the pipeline is
 /// dropped and its queue is empty.
 fn write_loop<D: Durable>(shared: &Shared<D>) {
+    let _gone = WriterGone(shared);
     loop {
         let group: Vec<Queued> = {
             let mut state = shared.lock();
@@ -430,6 +450,38 @@ mod tests {
         assert!(store.recorded("b2").unwrap().is_some());
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A backend whose group commit panics: the writer stops.
+    struct Panicking;
+
+    impl Durable for Panicking {
+        fn get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StorageError> {
+            Ok(None)
+        }
+        fn list(&self, _: &str, _: &str, _: u32) -> Result<Vec<String>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn recorded(&self, _: &str) -> Result<Option<Recorded>, StorageError> {
+            Ok(None)
+        }
+        fn prune(&self, _: u64) -> Result<u64, StorageError> {
+            Ok(0)
+        }
+        fn commit_group(&self, _: &[&Batch]) -> Result<Vec<Commit>, StorageError> {
+            panic!("the backend failed in a way it did not report");
+        }
+    }
+
+    /// A writer that dies fails the booking it held and refuses the next: nobody waits
+    /// for a disk write that will never come.
+    #[test]
+    fn a_writer_that_stops_fails_its_bookings_instead_of_leaving_them_waiting() {
+        let store = Pipeline::new(Panicking).unwrap();
+        let pending = store.submit(increment(None, "b1")).unwrap();
+        assert!(matches!(pending.wait(), Err(StorageError(e)) if e.contains("stopped")));
+        let refused = store.submit(increment(None, "b2"));
+        assert!(matches!(refused, Err(StorageError(e)) if e.contains("stopped")));
     }
 
     /// Listings merge what is on its way to disk over what is durable: new keys appear,

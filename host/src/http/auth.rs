@@ -122,7 +122,10 @@ pub fn check(
         return Err(refuse("signature is not base64url"));
     }
     let raw = segment_text(payload, "payload")?;
-    let claims: Value = serde_json::from_str(&raw).map_err(|_| refuse("payload is not JSON"))?;
+    // A claim given twice (two `exp`) would be the last one here and maybe the first one
+    // to whoever issued or relays the token: refused, like a body with a repeated key.
+    let claims: Value = super::json::parse_without_repeats(raw.as_bytes())
+        .ok_or_else(|| refuse("payload is not JSON, or gives a claim more than once"))?;
     let Value::Object(map) = &claims else {
         return Err(refuse("payload is not a JSON object"));
     };
@@ -171,9 +174,11 @@ fn segment_text(segment: &str, what: &str) -> Result<String, ApiError> {
 
 fn segment_json(segment: &str, what: &str) -> Result<Value, ApiError> {
     let text = segment_text(segment, what)?;
-    match serde_json::from_str(&text) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        _ => Err(refuse(&format!("{what} is not a JSON object"))),
+    match super::json::parse_without_repeats(text.as_bytes()) {
+        Some(v @ Value::Object(_)) => Ok(v),
+        _ => Err(refuse(&format!(
+            "{what} is not a JSON object, or gives a key more than once"
+        ))),
     }
 }
 
@@ -230,6 +235,17 @@ mod tests {
                 "HS256",
             ),
             (Some(token(good_header, "not json")), "payload is not JSON"),
+            (
+                Some(token(good_header, r#"{"exp":1,"exp":1800000000}"#)),
+                "gives a claim more than once",
+            ),
+            (
+                Some(token(
+                    r#"{"alg":"none","alg":"HS256"}"#,
+                    r#"{"exp":1800000000}"#,
+                )),
+                "gives a key more than once",
+            ),
             (
                 Some(token(good_header, r#"{"name":"x"}"#)),
                 "no numeric exp",

@@ -21,15 +21,15 @@ pub struct Cli {
     pub command: Command,
     /// The log's lines: text or json (one JSON object per line). Overrides the config's
     /// `log_format`.
-    #[arg(long, global = true, value_parser = ["text", "json"])]
-    pub log_format: Option<String>,
+    #[arg(long, global = true, value_parser = <LogFormat as std::str::FromStr>::from_str)]
+    pub log_format: Option<LogFormat>,
 }
 
 impl Cli {
     /// The log format: `--log-format`, else `serve --config FILE`'s `log_format`, else text.
     /// Read before anything is logged, so that every line, start-up included, has it.
     pub fn log_format(&self) -> LogFormat {
-        if let Some(format) = self.log_format.as_deref().and_then(|f| f.parse().ok()) {
+        if let Some(format) = self.log_format {
             return format;
         }
         /// Only the one key: the whole file is read, and its errors reported, later.

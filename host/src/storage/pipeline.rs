@@ -19,7 +19,7 @@
 //! No answer leaves with a write that was not durable.
 
 use super::{Batch, Commit, Durable, Listing, Pending, Recorded, Storage, StorageError};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use tokio::sync::oneshot;
 
@@ -49,8 +49,6 @@ struct State {
     seq: u64,
     /// (namespace, key) → the newest write not yet durable.
     kv: BTreeMap<(String, String), Unsettled>,
-    /// Journal records not yet durable, by idempotency key.
-    journal: HashMap<String, u64>,
     queue: Vec<Queued>,
     closed: bool,
     /// The writer thread has stopped (it panicked): nothing queued will become durable.
@@ -173,7 +171,10 @@ impl<D: Durable> Storage for Pipeline<D> {
     fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         {
             let state = self.shared.lock();
-            if let Some(unsettled) = state.kv.get(&(ns.to_string(), key.to_string())) {
+            // Most reads find nothing on its way to disk: no key built for them.
+            if !state.kv.is_empty()
+                && let Some(unsettled) = state.kv.get(&(ns.to_string(), key.to_string()))
+            {
                 return Ok(unsettled.value.clone());
             }
         }
@@ -189,24 +190,17 @@ impl<D: Durable> Storage for Pipeline<D> {
 
     fn submit(&self, batch: Batch) -> Result<Pending, StorageError> {
         let shared = &*self.shared;
-        let mut state = loop {
-            let state = shared.lock();
-            if state.writer_gone {
-                return Err(StorageError("the store's writer has stopped".into()));
-            }
-            let journaled = batch.journal.as_ref().map(|j| j.key.as_str());
-            if journaled.is_none_or(|key| !state.journal.contains_key(key)) {
-                break state;
-            }
-            // The same booking is on its way to disk (a duplicate the host let through):
-            // its record is what this one answers, once it is durable.
-            drop(state);
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        };
+        // A durable record stays durable, so this read needs no lock. A duplicate still on
+        // its way to disk is answered by the disk when its group is written (the journal's
+        // in-flight claims keep one host from letting such a duplicate through).
         if let Some(journal) = &batch.journal
             && let Some(earlier) = shared.disk.recorded(&journal.key)?
         {
             return Ok(Pending::Ready(Ok(Commit::Recorded(earlier))));
+        }
+        let mut state = shared.lock();
+        if state.writer_gone {
+            return Err(StorageError("the store's writer has stopped".into()));
         }
         let mut read_unsettled = false;
         for (key, seen) in &batch.expect {
@@ -236,9 +230,6 @@ impl<D: Durable> Storage for Pipeline<D> {
                 seq,
             };
             state.kv.insert((batch.ns.clone(), key.clone()), unsettled);
-        }
-        if let Some(journal) = &batch.journal {
-            state.journal.insert(journal.key.clone(), seq);
         }
         let (done, durable) = oneshot::channel();
         state.queue.push(Queued {
@@ -309,10 +300,12 @@ fn write_loop<D: Durable>(shared: &Shared<D>) {
             settle(&mut state, &queued);
             let result = match &outcome {
                 Ok(outcomes) => match outcomes.get(i) {
-                    Some(Commit::Done) => Ok(Commit::Done),
+                    // The disk's answer stands: done, or the booking's record was already
+                    // there (a duplicate answered from it).
+                    Some(outcome @ (Commit::Done | Commit::Recorded(_))) => Ok(outcome.clone()),
                     // Checked against the newest state when submitted, so the disk can only
                     // disagree when a batch it depended on failed: run it again.
-                    Some(_) => Ok(Commit::Conflict),
+                    Some(Commit::Conflict) => Ok(Commit::Conflict),
                     None => Err(StorageError("the store answered fewer commits".into())),
                 },
                 Err(_) if queued.read_unsettled => Ok(Commit::Conflict),
@@ -330,11 +323,6 @@ fn settle(state: &mut State, queued: &Queued) {
         if state.kv.get(&k).is_some_and(|u| u.seq == queued.seq) {
             state.kv.remove(&k);
         }
-    }
-    if let Some(journal) = &queued.batch.journal
-        && state.journal.get(&journal.key) == Some(&queued.seq)
-    {
-        state.journal.remove(&journal.key);
     }
 }
 

@@ -127,6 +127,7 @@ pub mod http {
         let content_type = header("content-type");
         let plugin = header("x-followup-plugin");
         let replayed = header("x-followup-replayed") == "true";
+        let retry_after = header("retry-after").parse().ok();
         let text = response.text().await?;
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Ok(Answer {
@@ -134,6 +135,7 @@ pub mod http {
             content_type,
             plugin,
             replayed,
+            retry_after,
             text,
             json,
         })
@@ -148,6 +150,8 @@ pub mod http {
         pub plugin: String,
         /// Answered from the idempotency journal (`x-followup-replayed: true`).
         pub replayed: bool,
+        /// Seconds to wait before trying again (`Retry-After`), when given.
+        pub retry_after: Option<u64>,
         pub text: String,
         pub json: Value,
     }

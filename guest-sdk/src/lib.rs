@@ -1,7 +1,8 @@
 //! Write ServiceMobility booking rules as WebAssembly components for the followup host.
 //!
 //! A plugin is a `cdylib` crate that implements [`BookingPlugin`] (and, if it answers
-//! appointment searches, [`SearchPlugin`]) and names itself with [`export_plugin!`]:
+//! appointment searches, [`SearchPlugin`]; if it checks logons, [`AuthPlugin`]) and names
+//! itself with [`export_plugin!`]:
 //!
 //! ```
 //! use followup_sdk::*;
@@ -28,7 +29,8 @@
 //! - [`validate`]: the recommended Book Job validation profile;
 //! - [`log`] and [`config`]: the host services every plugin may call;
 //! - [`kv`]: the key-value store, when the operator grants it;
-//! - [`http`]: outbound HTTP to the origins the operator allows.
+//! - [`http`]: outbound HTTP to the origins the operator allows;
+//! - [`password`] (feature `password`): credential checks against Argon2id hashes.
 //!
 //! The SDK stamps the WIT version it implements ([`WIT_VERSION`]) into every component, and
 //! the host refuses a component built for an incompatible version before running it.
@@ -60,6 +62,8 @@ pub mod json;
 pub mod http;
 #[cfg(feature = "idempotency")]
 pub mod idempotency;
+#[cfg(feature = "password")]
+pub mod password;
 pub mod time;
 pub mod validate;
 
@@ -80,6 +84,15 @@ pub trait SearchPlugin {
         ctx: RequestContext,
         query: AppointmentSearch,
     ) -> Result<AppointmentSearchResponse, BookingError>;
+}
+
+/// Logon checks: the Authentication interface. The host reads the caller's
+/// `{"username","password"}`, throttles repeated failures, and signs the token (HS256,
+/// with `exp` and `iat`) from the [`Identity`] this returns; [`AuthError::InvalidLogon`]
+/// answers 401 Invalid Logon, whatever its message says (which goes to the log only).
+pub trait AuthPlugin {
+    /// Checks `credentials`: who they belong to, or why not.
+    fn authenticate(ctx: RequestContext, credentials: Credentials) -> Result<Identity, AuthError>;
 }
 
 /// Logging into the host's log; each line is tagged with plugin, version and request id.
@@ -406,7 +419,10 @@ pub mod native {
 ///
 /// - `export_plugin!(T: book)`: `T: BookingPlugin`, serves book-job routes;
 /// - `export_plugin!(T: search)`: `T: SearchPlugin`, serves appointment-search routes;
-/// - `export_plugin!(T: book, search)`: both.
+/// - `export_plugin!(T: book, search)`: both;
+/// - `export_plugin!(T: authenticate)`: `T: AuthPlugin`, serves authentication routes;
+/// - `export_plugin!(T: book, authenticate)` and `export_plugin!(T: book, search,
+///   authenticate)`: those together.
 ///
 /// Use it once per crate, at the crate root.
 #[macro_export]
@@ -422,6 +438,19 @@ macro_rules! export_plugin {
     };
     ($plugin:ident : search, book) => {
         $crate::__export_plugin!("booker-scheduler", $plugin, [book search]);
+    };
+    ($plugin:ident : authenticate) => {
+        $crate::__export_plugin!("authenticator", $plugin, [authenticate]);
+    };
+    ($plugin:ident : book, authenticate) => {
+        $crate::__export_plugin!("booker-authenticator", $plugin, [book authenticate]);
+    };
+    ($plugin:ident : book, search, authenticate) => {
+        $crate::__export_plugin!(
+            "booker-scheduler-authenticator",
+            $plugin,
+            [book search authenticate]
+        );
     };
 }
 
@@ -460,6 +489,16 @@ macro_rules! __export_plugin {
                 job: $crate::BookJob,
             ) -> ::core::result::Result<$crate::BookJobResponse, $crate::BookingError> {
                 <$plugin as $crate::BookingPlugin>::book(ctx, job)
+            }
+        }
+    };
+    (@impl authenticate $plugin:ident) => {
+        impl exports::servicemobility::booking::authentication::Guest for Adapter {
+            fn authenticate(
+                ctx: $crate::RequestContext,
+                credentials: $crate::Credentials,
+            ) -> ::core::result::Result<$crate::Identity, $crate::AuthError> {
+                <$plugin as $crate::AuthPlugin>::authenticate(ctx, credentials)
             }
         }
     };

@@ -154,6 +154,7 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
                 "wit": p.wit_version,
                 "book": p.book.is_some(),
                 "search": p.search.is_some(),
+                "authenticate": p.login.is_some(),
                 "rollback_to": kept,
                 "degraded": fallback,
             })

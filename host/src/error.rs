@@ -17,6 +17,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     InvalidLogon,
+    LogonThrottled,
     InvalidRequest,
     UnsupportedMediaType,
     PayloadTooLarge,
@@ -47,6 +48,7 @@ impl ErrorKind {
         use ErrorKind::*;
         match self {
             InvalidLogon => "invalid-logon",
+            LogonThrottled => "logon-throttled",
             InvalidRequest => "invalid-request",
             UnsupportedMediaType => "unsupported-media-type",
             PayloadTooLarge => "payload-too-large",
@@ -76,6 +78,7 @@ impl ErrorKind {
         use ErrorKind::*;
         match self {
             InvalidLogon => "Invalid Logon",
+            LogonThrottled => "Too many failed logons",
             InvalidRequest => "Request failed validation",
             UnsupportedMediaType => "Content-Type must be application/json",
             PayloadTooLarge => "Request body too large",
@@ -108,10 +111,16 @@ impl ErrorKind {
             return StatusCode::UNAUTHORIZED;
         }
         if mode == StatusMode::Documented {
-            return StatusCode::INTERNAL_SERVER_ERROR;
+            // The Authentication interface documents 401 for a logon refused: a throttled
+            // one is refused too, and says why and when to try again.
+            return match self {
+                LogonThrottled => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
         }
         match self {
             InvalidLogon => StatusCode::UNAUTHORIZED,
+            LogonThrottled => StatusCode::TOO_MANY_REQUESTS,
             InvalidRequest => StatusCode::BAD_REQUEST,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -144,6 +153,8 @@ pub struct ApiError {
     /// The plugin version the failure belongs to, for its counters.
     pub plugin: Option<Arc<PluginIdent>>,
     pub mode: StatusMode,
+    /// Seconds after which the request may succeed, sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -155,6 +166,7 @@ impl ApiError {
             request_id: None,
             plugin: None,
             mode: StatusMode::Documented,
+            retry_after: None,
         }
     }
 
@@ -358,6 +370,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.kind == ErrorKind::MethodNotAllowed {
             response
                 .headers_mut()

@@ -6,6 +6,7 @@
 //! library).
 
 mod crash;
+mod logon;
 mod logs;
 mod newcomer;
 mod plugin_cli;

@@ -105,6 +105,7 @@ impl App {
                 wit = loaded.wit_version,
                 book = loaded.book.is_some(),
                 search = loaded.search.is_some(),
+                authenticate = loaded.login.is_some(),
                 "plugin loaded"
             );
             if let Some(note) = start.degraded {
@@ -118,12 +119,21 @@ impl App {
             let plugin = &plugins[&r.plugin];
             check_serves(plugin, &r.path, r.kind)?;
             let name = r.name.clone().unwrap_or_else(|| r.path.clone());
-            let token = TokenPolicy::new(r.token.as_ref().unwrap_or(&config.token))
+            let logon = r.logon();
+            let token = match logon {
+                // An authentication route hands tokens out; it checks none.
+                Some(_) => TokenPolicy::new(&config::TokenConfig::off()),
+                None => TokenPolicy::new(r.token.as_ref().unwrap_or(&config.token)),
+            }
+            .with_context(|| format!("route {}", r.path))?;
+            let mut route = Route::new(name, &r.path, r.kind, r.plugin.clone(), token)
                 .with_context(|| format!("route {}", r.path))?;
-            routes.push(
-                Route::new(name, &r.path, r.kind, r.plugin.clone(), token)
-                    .with_context(|| format!("route {}", r.path))?,
-            );
+            if let Some(logon) = logon {
+                let logon = crate::http::login::Logon::new(logon)
+                    .with_context(|| format!("route {}", r.path))?;
+                route = route.with_logon(logon);
+            }
+            routes.push(route);
         }
         // Only now that the host will start: a version that never served is not recorded.
         // A fallback is not recorded either; it is no deliberate act, and the journal's
@@ -185,6 +195,7 @@ impl App {
                 pre: c.pre.clone(),
                 book: c.book.clone(),
                 search: c.search.clone(),
+                login: c.login.clone(),
                 limits: c.limits,
                 config: c.config.clone(),
                 kv: c.kv,

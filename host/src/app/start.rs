@@ -168,18 +168,11 @@ pub fn read_samples(
 
 /// Whether `plugin` exports what a route of `kind` needs.
 pub fn check_serves(plugin: &LoadedPlugin, route: &str, kind: RouteKind) -> anyhow::Result<()> {
-    let serves = match kind {
-        RouteKind::BookJob => plugin.book.is_some(),
-        RouteKind::AppointmentSearch => plugin.search.is_some(),
-    };
-    if !serves {
+    if !plugin.serves(kind) {
         bail!(
             "route {route}: plugin {} does not export {}",
             plugin.ident,
-            match kind {
-                RouteKind::BookJob => "servicemobility:booking/followup (book)",
-                RouteKind::AppointmentSearch => "servicemobility:booking/appointments (search)",
-            }
+            kind.export()
         );
     }
     Ok(())

@@ -21,6 +21,7 @@ pub struct Inspection {
     pub wit_version: String,
     pub book: bool,
     pub search: bool,
+    pub authenticate: bool,
     pub imports: Vec<String>,
     /// The component, so a verdict needs no second read.
     pub bytes: Arc<[u8]>,
@@ -69,6 +70,7 @@ pub fn inspect(runtime: &PluginRuntime, file: &Path) -> anyhow::Result<Inspectio
         wit_version: plugin.wit_version.clone(),
         book: plugin.book.is_some(),
         search: plugin.search.is_some(),
+        authenticate: plugin.login.is_some(),
         imports,
         bytes,
         hash: plugin.hash.clone(),
@@ -169,6 +171,12 @@ pub fn check(
             "  servicemobility:booking/appointments (search): serves appointment-search routes"
         )?;
     }
+    if i.authenticate {
+        writeln!(
+            out,
+            "  servicemobility:booking/authentication (authenticate): serves authentication routes"
+        )?;
+    }
     writeln!(out, "asks for")?;
     for import in &i.imports {
         let what = if import.starts_with("servicemobility:booking/kv@") {
@@ -217,6 +225,7 @@ pub fn check(
         let serves = match route.kind {
             RouteKind::BookJob => i.book,
             RouteKind::AppointmentSearch => i.search,
+            RouteKind::Authentication => i.authenticate,
         };
         if !serves {
             ok = false;

@@ -1,6 +1,8 @@
 //! The `followup` command line. `main` only parses arguments and calls in here.
 
 pub mod check;
+#[path = "../../../guest-sdk/src/password.rs"]
+pub mod password;
 pub mod run;
 pub mod scaffold;
 
@@ -94,6 +96,16 @@ pub enum Command {
         /// `aud` claim.
         #[arg(long)]
         audience: Option<String>,
+    },
+    /// Print a user entry for a plugin's `users` value: `USERNAME:` and the Argon2id hash
+    /// of the password (PHC string format). The password is read from the environment
+    /// variable --password-env names, else from the first line of standard input.
+    HashPassword {
+        /// The username (no `:`, `,`, `$` or spaces).
+        username: String,
+        /// Environment variable holding the password.
+        #[arg(long)]
+        password_env: Option<String>,
     },
 }
 
@@ -205,7 +217,43 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::HashPassword {
+            username,
+            password_env,
+        } => {
+            println!("{}", hash_password(&username, password_env.as_deref())?);
+            Ok(())
+        }
     }
+}
+
+/// `followup hash-password`: the `username:PHC-string` entry for a plugin's `users`.
+fn hash_password(username: &str, password_env: Option<&str>) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        !username.is_empty()
+            && !username
+                .chars()
+                .any(|c| matches!(c, ':' | ',' | '$') || c.is_whitespace() || c.is_control()),
+        "the username must be non-empty, without ':', ',', '$', spaces or control characters"
+    );
+    let password = match password_env {
+        Some(var) => std::env::var(var).unwrap_or_default(),
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    anyhow::ensure!(
+        !password.is_empty(),
+        "the password is empty (give it on standard input or in --password-env)"
+    );
+    let mut salt = [0u8; 16];
+    getrandom::getrandom(&mut salt).context("no random salt")?;
+    let phc = password::hash(&password, &salt).map_err(anyhow::Error::msg)?;
+    Ok(format!("{username}:{phc}"))
 }
 
 /// `followup plugin …`: authoring commands run here; the others call the admin API.
@@ -340,6 +388,29 @@ pub fn parse_ttl(text: &str) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("--ttl {text:?} is too long"))
 }
 
+/// The example's authentication route serves only when its signing secret is set (as
+/// `scripts/run` does): without one, the example still starts, without that route. A
+/// configuration file of the operator's is never changed: there, a missing secret stops
+/// the host.
+fn keep_example_logon(config: &mut Config) {
+    config.routes.retain(|route| match route.logon() {
+        Some(logon)
+            if std::env::var(&logon.secret_env)
+                .unwrap_or_default()
+                .is_empty() =>
+        {
+            tracing::warn!(
+                route = route.path,
+                "the example's authentication route is off: set {} to a secret of 32 bytes \
+                 or more to serve it",
+                logon.secret_env
+            );
+            false
+        }
+        _ => true,
+    });
+}
+
 async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let mut config = match &config_path {
         Some(path) => Config::load(path)?,
@@ -353,7 +424,9 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
                     plugin.display()
                 );
             }
-            Config::example(plugin)
+            let mut example = Config::example(plugin);
+            keep_example_logon(&mut example);
+            example
         }
     };
     if let Some(addr) = listen {

@@ -130,7 +130,36 @@ impl RouteConfig {
             kind,
             plugin: plugin.into(),
             token: None,
+            secret_env: None,
+            ttl_seconds: None,
+            issuer: None,
+            audience: None,
+            window_seconds: None,
+            max_failures_per_user: None,
+            max_failures_per_client: None,
         }
+    }
+
+    /// An Authentication route that signs the tokens it hands out with the secret in the
+    /// environment variable `secret_env`.
+    pub fn authentication(
+        path: impl Into<String>,
+        plugin: impl Into<String>,
+        secret_env: impl Into<String>,
+    ) -> Self {
+        RouteConfig {
+            secret_env: Some(secret_env.into()),
+            ..RouteConfig::new(path, RouteKind::Authentication, plugin)
+        }
+    }
+
+    /// An Authentication route's throttling: `per_user` failed logons per username and
+    /// `per_client` per client address within `window_seconds`.
+    pub fn throttled(mut self, per_user: u32, per_client: u32, window_seconds: u64) -> Self {
+        self.max_failures_per_user = Some(per_user);
+        self.max_failures_per_client = Some(per_client);
+        self.window_seconds = Some(window_seconds);
+        self
     }
 
     /// A Followup WorkOrder route (`{0}` in `path` is the WorkOrderID).

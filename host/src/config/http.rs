@@ -67,6 +67,29 @@ pub enum TokenMode {
     Verify,
 }
 
+/// What an `authentication` route is configured with (the keys on its `[[routes]]` entry),
+/// defaults filled in: how the host mints tokens and throttles failed logons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogonConfig {
+    /// The environment variable holding the HS256 signing secret.
+    pub secret_env: String,
+    /// Lifetime of a minted token (its `exp` is `iat` plus this).
+    pub ttl_seconds: u64,
+    /// `iss` of minted tokens.
+    pub issuer: Option<String>,
+    /// `aud` of minted tokens.
+    pub audience: Option<String>,
+    /// The window failed logons are counted in.
+    pub window_seconds: u64,
+    /// Failed logons per username within the window; 0: not counted.
+    pub max_failures_per_user: u32,
+    /// Failed logons per client address within the window; 0: not counted.
+    pub max_failures_per_client: u32,
+}
+
+/// The longest lifetime a minted token may have: 7 days.
+pub const MAX_TOKEN_TTL_SECONDS: u64 = 7 * 86_400;
+
 /// `[limits]` in the config. Every field has a default.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

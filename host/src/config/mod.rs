@@ -13,7 +13,9 @@ pub mod http;
 pub mod plugin;
 pub mod runtime;
 
-pub use http::{InputLimits, StatusMode, TokenConfig, TokenMode};
+pub use http::{
+    InputLimits, LogonConfig, MAX_TOKEN_TTL_SECONDS, StatusMode, TokenConfig, TokenMode,
+};
 pub use plugin::{HttpGrant, Limits, Origin, PluginManifest};
 pub use runtime::RuntimeConfig;
 
@@ -111,7 +113,7 @@ pub struct RouteConfig {
     pub name: Option<String>,
     /// Path template; `{0}` stands for the WorkOrderID and must be a whole segment.
     pub path: String,
-    /// `book-job` or `appointment-search`.
+    /// `book-job`, `appointment-search` or `authentication`.
     pub kind: RouteKind,
     /// Name of the plugin (a key of `[plugins]`) that serves the route.
     pub plugin: String,
@@ -119,9 +121,95 @@ pub struct RouteConfig {
     /// tenant with its own secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenConfig>,
+    /// `authentication` routes: the environment variable holding the HS256 secret the
+    /// host signs tokens with (at least 32 bytes). Required there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// `authentication` routes: how long a minted token lives. Default 3600 s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// `authentication` routes: the `iss` of minted tokens, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// `authentication` routes: the `aud` of minted tokens, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// `authentication` routes: the window failed logons are counted in. Default 300 s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<u64>,
+    /// `authentication` routes: failed logons of one username within the window before
+    /// its logons are refused until the window moves on. Default 5; 0 counts none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_failures_per_user: Option<u32>,
+    /// `authentication` routes: failed logons from one client address within the window
+    /// before its logons are refused. Default 50; 0 counts none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_failures_per_client: Option<u32>,
 }
 
-/// `[watch]`: a component renamed over (or written and closed at) a plugin's configured
+impl RouteConfig {
+    /// The settings of an `authentication` route with their defaults; `None` for other
+    /// kinds.
+    pub fn logon(&self) -> Option<LogonConfig> {
+        (self.kind == RouteKind::Authentication).then(|| LogonConfig {
+            secret_env: self.secret_env.clone().unwrap_or_default(),
+            ttl_seconds: self.ttl_seconds.unwrap_or(3600),
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            window_seconds: self.window_seconds.unwrap_or(300),
+            max_failures_per_user: self.max_failures_per_user.unwrap_or(5),
+            max_failures_per_client: self.max_failures_per_client.unwrap_or(50),
+        })
+    }
+
+    /// The keys set that only an `authentication` route takes.
+    fn logon_keys(&self) -> Vec<&'static str> {
+        [
+            ("secret_env", self.secret_env.is_some()),
+            ("ttl_seconds", self.ttl_seconds.is_some()),
+            ("issuer", self.issuer.is_some()),
+            ("audience", self.audience.is_some()),
+            ("window_seconds", self.window_seconds.is_some()),
+            (
+                "max_failures_per_user",
+                self.max_failures_per_user.is_some(),
+            ),
+            (
+                "max_failures_per_client",
+                self.max_failures_per_client.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
+
+    fn check_logon(&self) -> anyhow::Result<()> {
+        let Some(logon) = self.logon() else {
+            if let Some(key) = self.logon_keys().first() {
+                bail!("{key} applies to authentication routes only");
+            }
+            return Ok(());
+        };
+        if self.token.is_some() {
+            bail!("an authentication route checks no x-access-token: it hands them out");
+        }
+        if logon.secret_env.is_empty() {
+            bail!(
+                "an authentication route needs secret_env, the variable holding its signing secret"
+            );
+        }
+        if !(1..=MAX_TOKEN_TTL_SECONDS).contains(&logon.ttl_seconds) {
+            bail!("ttl_seconds must be between 1 and {MAX_TOKEN_TTL_SECONDS} (7 days)");
+        }
+        if !(1..=86_400).contains(&logon.window_seconds) {
+            bail!("window_seconds must be between 1 and 86400");
+        }
+        Ok(())
+    }
+}
+
+/// /// `[watch]`: a component renamed over (or written and closed at) a plugin's configured
 /// path is deployed like an upload through the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -295,6 +383,9 @@ impl Config {
         for route in &self.routes {
             let template = Template::parse(&route.path, route.kind)
                 .with_context(|| format!("route {}", route.path))?;
+            route
+                .check_logon()
+                .with_context(|| format!("route {}", route.path))?;
             if !self.plugins.contains_key(&route.plugin) {
                 bail!(
                     "route {} names plugin {:?}, which is not under [plugins]",
@@ -356,15 +447,71 @@ mod tests {
     use super::*;
 
     #[test]
-    fn example_config_parses_with_two_routes() {
+    fn example_config_parses_with_its_three_routes() {
         let config = Config::example(PathBuf::from("x.wasm"));
-        assert_eq!(config.routes.len(), 2);
+        let kinds: Vec<RouteKind> = config.routes.iter().map(|r| r.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                RouteKind::BookJob,
+                RouteKind::AppointmentSearch,
+                RouteKind::Authentication
+            ]
+        );
+        let logon = config.routes[2].logon().unwrap();
+        assert_eq!(logon.secret_env, "FOLLOWUP_TOKEN_SECRET");
+        assert_eq!(
+            (
+                logon.window_seconds,
+                logon.max_failures_per_user,
+                logon.max_failures_per_client
+            ),
+            (300, 5, 50)
+        );
         assert_eq!(
             config.plugins["capacity-booker"].path,
             PathBuf::from("x.wasm")
         );
         assert_eq!(config.listen, default_listen());
         assert_eq!(config.status_mode, StatusMode::Documented);
+    }
+
+    #[test]
+    fn logon_keys_belong_to_authentication_routes_only() {
+        let base = Path::new("/etc/followup");
+        let plugin = "[plugins.p]\npath = \"p.wasm\"\n";
+        let route = |kind: &str, extra: &str| {
+            format!("{plugin}[[routes]]\npath = \"/a\"\nkind = \"{kind}\"\nplugin = \"p\"\n{extra}")
+        };
+        let refused = |text: String| Config::parse(&text, base).unwrap_err();
+        let err = refused(route("appointment-search", "secret_env = \"S\"\n"));
+        assert!(format!("{err:#}").contains("secret_env applies to authentication routes only"));
+        let err = refused(route("authentication", ""));
+        assert!(format!("{err:#}").contains("needs secret_env"), "{err:#}");
+        let err = refused(route(
+            "authentication",
+            "secret_env = \"S\"\nttl_seconds = 0\n",
+        ));
+        assert!(format!("{err:#}").contains("ttl_seconds"), "{err:#}");
+        let err = refused(route(
+            "authentication",
+            "secret_env = \"S\"\n[routes.token]\nmode = \"off\"\n",
+        ));
+        assert!(
+            format!("{err:#}").contains("checks no x-access-token"),
+            "{err:#}"
+        );
+        let err = refused(format!(
+            "{plugin}[[routes]]\npath = \"/a/{{0}}\"\nkind = \"authentication\"\nplugin = \"p\"\nsecret_env = \"S\"\n"
+        ));
+        assert!(format!("{err:#}").contains("takes no {0}"), "{err:#}");
+        let ok = Config::parse(&route("authentication", "secret_env = \"S\"\n"), base).unwrap();
+        let logon = ok.routes[0].logon().unwrap();
+        assert_eq!((logon.ttl_seconds, logon.window_seconds), (3600, 300));
+        assert_eq!(
+            Config::parse(&ok.to_toml().unwrap(), base).unwrap().routes[0].logon(),
+            Some(logon)
+        );
     }
 
     #[test]

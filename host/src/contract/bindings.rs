@@ -9,10 +9,10 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "booker-scheduler",
+    world: "booker-scheduler-authenticator",
     exports: { default: async },
 });
 
-pub use exports::servicemobility::booking::{appointments, followup};
+pub use exports::servicemobility::booking::{appointments, authentication, followup};
 pub use servicemobility::booking::types;
 pub use servicemobility::booking::{config, kv, log};

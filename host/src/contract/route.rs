@@ -15,6 +15,29 @@ pub enum RouteKind {
     BookJob,
     /// The Appointment Search interface: an Appointment Search Object in, open slots out.
     AppointmentSearch,
+    /// The Authentication interface: `{"username","password"}` in, `{"token"}` out, the
+    /// token minted by the host from the identity the plugin vouches for.
+    Authentication,
+}
+
+impl RouteKind {
+    /// The plugin export that serves routes of this kind, as `plugin check` names it.
+    pub fn export(self) -> &'static str {
+        match self {
+            RouteKind::BookJob => "servicemobility:booking/followup (book)",
+            RouteKind::AppointmentSearch => "servicemobility:booking/appointments (search)",
+            RouteKind::Authentication => "servicemobility:booking/authentication (authenticate)",
+        }
+    }
+
+    /// The name of this kind in the configuration file (`kind = "…"`).
+    pub fn label(self) -> &'static str {
+        match self {
+            RouteKind::BookJob => "book-job",
+            RouteKind::AppointmentSearch => "appointment-search",
+            RouteKind::Authentication => "authentication",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +76,13 @@ impl Template {
             .filter(|s| **s == Segment::WorkOrderId)
             .count();
         match (kind, ids) {
-            (RouteKind::BookJob, 1) | (RouteKind::AppointmentSearch, 0 | 1) => {}
+            (RouteKind::BookJob, 1)
+            | (RouteKind::AppointmentSearch, 0 | 1)
+            | (RouteKind::Authentication, 0) => {}
             (RouteKind::BookJob, 0) => bail!("a book-job route needs {{0}} for the WorkOrderID"),
+            (RouteKind::Authentication, _) => {
+                bail!("an authentication route takes no {{0}}: it is not about a work order")
+            }
             _ => bail!("{{0}} may appear only once"),
         }
         Ok(Template { segments })

@@ -7,12 +7,15 @@
 #[cfg(feature = "native-baseline")]
 pub mod native;
 
+use crate::contract::PluginIdent;
+use crate::contract::bindings::authentication::{AuthError, Credentials, Identity};
 use crate::contract::types::{
     AppointmentSearchResponse, BookJob, BookJobResponse, BookingError, RequestContext,
 };
 use crate::contract::{self, RouteKind};
 use crate::error::{ApiError, ErrorKind};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Runs `plugin` on a parsed request (a route's or an admission sample's): decodes it into
 /// the contract's types, calls the plugin in a fresh sandboxed instance, checks its answer
@@ -58,6 +61,13 @@ pub async fn answer(
         return Ok((encoded(answer)?, used));
     }
     let (answer, used) = match kind {
+        // Credentials are no JSON tree: they go through `authenticate`.
+        RouteKind::Authentication => {
+            return Err(ApiError::new(
+                ErrorKind::Internal,
+                "an authentication route is answered through dispatch::authenticate",
+            ));
+        }
         RouteKind::BookJob => {
             let job = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
             let (answer, used) = runtime.book(plugin, ctx, &job, services).await?;
@@ -75,4 +85,48 @@ pub async fn answer(
         }
     };
     Ok((encoded(answer)?, used))
+}
+
+/// Runs `plugin`'s `authenticate` on an authentication route's credentials: the identity
+/// it vouches for, or the refusal as the error to answer (the host mints the token).
+pub async fn authenticate(
+    runtime: &crate::runtime::PluginRuntime,
+    plugin: &crate::plugin::LoadedPlugin,
+    ctx: &RequestContext,
+    credentials: &Credentials,
+    services: crate::runtime::Services,
+) -> Result<Identity, ApiError> {
+    let (answer, _) = runtime
+        .authenticate(plugin, ctx, credentials, services)
+        .await?;
+    answer.map_err(|e| refused_logon(e, &plugin.ident, &ctx.request_id, &credentials.password))
+}
+
+/// What a plugin's refusal becomes. An invalid logon says nothing of why (the caller must
+/// not learn which usernames exist); the plugin's reason goes to the operator's log. A
+/// plugin that quotes the password in its message has it blotted out.
+fn refused_logon(
+    err: AuthError,
+    plugin: &Arc<PluginIdent>,
+    request_id: &str,
+    password: &str,
+) -> ApiError {
+    let cut = |m: &str| {
+        crate::text::cut(
+            &m.replace(password, "[password]"),
+            crate::error::REFUSAL.detail,
+        )
+    };
+    match err {
+        AuthError::InvalidLogon(reason) => {
+            tracing::info!(plugin = %plugin, request_id, reason = cut(&reason), "logon refused");
+            ApiError::new(
+                ErrorKind::InvalidLogon,
+                "the username or password is not valid",
+            )
+        }
+        AuthError::Unavailable(m) => ApiError::new(ErrorKind::UpstreamFailure, cut(&m)),
+        AuthError::Internal(m) => ApiError::new(ErrorKind::Internal, cut(&m)),
+    }
+    .for_plugin(plugin)
 }

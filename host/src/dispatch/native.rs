@@ -189,6 +189,7 @@ pub fn answer(
             let response = answer.map_err(|e| refused(booking_error(e)))?;
             sdk::json::to_vec::<sdk::AppointmentSearchResponse>(&response, limit)
         }
+        RouteKind::Authentication => return Err(unavailable("authenticate")),
     };
     // The SDK let go of its handle when the call returned.
     let native = Rc::into_inner(native)

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod drain;
 pub mod json;
 pub mod limits;
+pub mod login;
 pub mod routes;
 
 use crate::app::App;
@@ -130,9 +131,14 @@ async fn serve<'a>(
             return Err(err);
         }
     };
+    // A logon body is two short strings: anything larger is refused before it is parsed.
+    let max_body_bytes = match route.kind {
+        RouteKind::Authentication => login::MAX_BODY_BYTES.min(app.max_body_bytes),
+        _ => app.max_body_bytes,
+    };
     let read = tokio::time::timeout(
         app.limits.body_timeout(),
-        read_body(&mut body, &parts.headers, app.max_body_bytes),
+        read_body(&mut body, &parts.headers, max_body_bytes),
     )
     .await
     .unwrap_or_else(|_elapsed| {
@@ -153,14 +159,12 @@ async fn serve<'a>(
             return Err(err);
         }
     };
+    if let Some(logon) = &route.logon {
+        return log_on(app, &parts, route, logon, &body, request_id, seen).await;
+    }
     let json = json::parse_body(&body, &app.limits)?;
 
-    let plugin = app.plugin(&route.plugin).ok_or_else(|| {
-        ApiError::new(
-            ErrorKind::PluginUnavailable,
-            format!("plugin {} is not loaded", route.plugin),
-        )
-    })?;
+    let plugin = serving(app, route)?;
     seen.plugin = Some(plugin.ident.clone());
     let ctx = RequestContext {
         idempotency_key: crate::journal::idempotency_key(
@@ -187,6 +191,11 @@ async fn serve<'a>(
                 Ok(response)
             }
         },
+        // Answered by `log_on` above: every authentication route has its logon settings.
+        RouteKind::Authentication => Err(ApiError::new(
+            ErrorKind::Internal,
+            format!("route {} has no logon settings", route.name),
+        )),
         RouteKind::AppointmentSearch => {
             // Searches read the store but never change it.
             let services = crate::runtime::Services {
@@ -202,6 +211,80 @@ async fn serve<'a>(
                 crate::dispatch::answer(&app.runtime, &plugin, route.kind, &ctx, &json, services)
                     .await?;
             Ok(json_response(bytes))
+        }
+    }
+}
+
+/// The plugin version serving `route` now.
+fn serving(app: &App, route: &routes::Route) -> Result<Arc<crate::plugin::LoadedPlugin>, ApiError> {
+    app.plugin(&route.plugin).ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::PluginUnavailable,
+            format!("plugin {} is not loaded", route.plugin),
+        )
+    })
+}
+
+/// An authentication route's request, once its body is read: the credentials, the
+/// throttle, the plugin's verdict and the token (see [`login`]).
+async fn log_on<'a>(
+    app: &'a App,
+    parts: &Parts,
+    route: &'a routes::Route,
+    logon: &login::Logon,
+    body: &[u8],
+    request_id: &str,
+    seen: &mut Seen<'a>,
+) -> Result<Response, ApiError> {
+    let credentials = login::credentials(body)?;
+    let client = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    if let Err(wait) =
+        logon
+            .throttle
+            .admit(&credentials.username, client, std::time::Instant::now())
+    {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Err(ApiError {
+            retry_after: Some(seconds),
+            ..ApiError::new(
+                ErrorKind::LogonThrottled,
+                format!("too many failed logons; try again in {seconds} s"),
+            )
+        });
+    }
+    let plugin = serving(app, route)?;
+    seen.plugin = Some(plugin.ident.clone());
+    let ctx = RequestContext {
+        // A logon books nothing: there is nothing a retry could double.
+        idempotency_key: String::new(),
+        work_order_id: None,
+        route: route.name.clone(),
+        request_id: request_id.to_string(),
+        claims: None,
+    };
+    let services = crate::runtime::Services {
+        kv: plugin.kv.then(|| {
+            crate::storage::kv::KvSession::new(app.storage.clone(), &plugin.ident.name, false)
+        }),
+    };
+    let identity =
+        crate::dispatch::authenticate(&app.runtime, &plugin, &ctx, &credentials, services).await;
+    match identity {
+        Ok(identity) => {
+            logon.throttle.succeeded(&credentials.username);
+            let token = logon.mint(&identity, crate::clock::unix_seconds(), &plugin.ident)?;
+            Ok(json_response(token))
+        }
+        Err(err) => {
+            if err.kind == ErrorKind::InvalidLogon {
+                logon
+                    .throttle
+                    .failed(&credentials.username, client, std::time::Instant::now());
+            }
+            Err(err)
         }
     }
 }

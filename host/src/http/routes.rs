@@ -14,6 +14,8 @@ pub struct Route {
     pub plugin: String,
     /// How this route checks `x-access-token`.
     pub token: TokenPolicy,
+    /// An authentication route's signing key and throttle.
+    pub logon: Option<std::sync::Arc<super::login::Logon>>,
     template: Template,
 }
 
@@ -30,8 +32,15 @@ impl Route {
             kind,
             plugin,
             token,
+            logon: None,
             template: Template::parse(path, kind)?,
         })
+    }
+
+    /// This route mints tokens with `logon`.
+    pub fn with_logon(mut self, logon: super::login::Logon) -> Self {
+        self.logon = Some(std::sync::Arc::new(logon));
+        self
     }
 }
 

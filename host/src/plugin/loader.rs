@@ -10,7 +10,7 @@
 
 use super::{LoadedPlugin, PluginIdent};
 use crate::config::PluginManifest;
-use crate::contract::bindings::{appointments, followup};
+use crate::contract::bindings::{appointments, authentication, followup};
 use crate::runtime::PluginRuntime;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -66,8 +66,8 @@ impl LoadError {
                  followup-sdk"
             ),
             LoadError::NoExports(ident) => format!(
-                "plugin {ident}: exports neither servicemobility:booking/followup nor \
-                 servicemobility:booking/appointments"
+                "plugin {ident}: exports none of servicemobility:booking/followup, \
+                 servicemobility:booking/appointments and servicemobility:booking/authentication"
             ),
             LoadError::Compile(ident, why) => format!("plugin {ident}: does not compile: {why}"),
             LoadError::ForbiddenImport(ident, import) => {
@@ -174,7 +174,8 @@ pub fn load_hashed(
         .map_err(|e| LoadError::Link(ident.clone(), format!("{e:#}")))?;
     let book = followup::GuestIndices::new(&pre).ok();
     let search = appointments::GuestIndices::new(&pre).ok();
-    if book.is_none() && search.is_none() {
+    let login = authentication::GuestIndices::new(&pre).ok();
+    if book.is_none() && search.is_none() && login.is_none() {
         return Err(LoadError::NoExports(ident));
     }
     Ok(LoadedPlugin {
@@ -183,6 +184,7 @@ pub fn load_hashed(
             pre,
             book,
             search,
+            login,
             limits: manifest.limits,
             config: Arc::new(manifest.values(name).map_err(LoadError::Secret)?),
             kv: manifest.kv,

@@ -31,6 +31,7 @@ pub mod warm;
 
 use crate::config::RuntimeConfig;
 use crate::contract::{PluginIdent, bindings};
+use bindings::authentication::{AuthError, Credentials, Identity};
 use bindings::types::{
     AppointmentSearch, AppointmentSearchResponse, BookJob, BookJobResponse, BookingError,
     RequestContext,
@@ -86,7 +87,7 @@ impl PluginRuntime {
         // Outbound HTTP is linked for every plugin; the loader refuses a component that
         // imports it without a grant, and each request is checked against the grant.
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        bindings::BookerScheduler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        bindings::BookerSchedulerAuthenticator::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         Ok(Arc::new(PluginRuntime {
             engine,
             linker,
@@ -206,6 +207,33 @@ impl PluginRuntime {
         .await
     }
 
+    /// Calls the plugin's `authenticate` export.
+    pub async fn authenticate(
+        &self,
+        plugin: &Prepared,
+        ctx: &RequestContext,
+        credentials: &Credentials,
+        services: Services,
+    ) -> Result<(Result<Identity, AuthError>, Services), PluginFailure> {
+        let Some(indices) = &plugin.login else {
+            return Err(failure(
+                plugin,
+                FailureKind::Unavailable,
+                "does not export authenticate",
+            ));
+        };
+        self.run(plugin, ctx, services, async |store, loaded| {
+            let guest = match loaded.login.take() {
+                Some(guest) => guest,
+                None => indices.load(&mut *store, &loaded.instance)?,
+            };
+            let answer = guest.call_authenticate(&mut *store, ctx, credentials).await;
+            loaded.login = Some(guest);
+            answer
+        })
+        .await
+    }
+
     /// Runs `call` against an instance of `plugin` (fresh, or warm from the route's pool
     /// when the plugin reuses instances), within the plugin's deadline, and turns a failure
     /// into a [`PluginFailure`].
@@ -287,6 +315,7 @@ impl PluginRuntime {
                         instance: plugin.pre.instantiate_async(&mut store).await?,
                         book: None,
                         search: None,
+                        login: None,
                     },
                 };
                 let answer = call(&mut store, &mut loaded).await?;

@@ -7,7 +7,7 @@ use super::state::PluginState;
 use super::warm::WarmPool;
 use crate::config::{HttpGrant, Limits};
 use crate::contract::PluginIdent;
-use crate::contract::bindings::{appointments, followup};
+use crate::contract::bindings::{appointments, authentication, followup};
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::InstancePre;
@@ -19,6 +19,8 @@ pub struct Prepared {
     pub book: Option<followup::GuestIndices>,
     /// Present when the component exports the `appointments` interface (search routes).
     pub search: Option<appointments::GuestIndices>,
+    /// Present when the component exports the `authentication` interface (logon routes).
+    pub login: Option<authentication::GuestIndices>,
     pub limits: Limits,
     pub config: Arc<HashMap<String, String>>,
     /// Whether the plugin may use the key-value store.
@@ -35,12 +37,25 @@ pub struct Prepared {
     pub conduct: Arc<Conduct>,
 }
 
+impl Prepared {
+    /// Whether this version exports what a route of `kind` calls.
+    pub fn serves(&self, kind: crate::contract::RouteKind) -> bool {
+        use crate::contract::RouteKind;
+        match kind {
+            RouteKind::BookJob => self.book.is_some(),
+            RouteKind::AppointmentSearch => self.search.is_some(),
+            RouteKind::Authentication => self.login.is_some(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prepared")
             .field("ident", &self.ident)
             .field("book", &self.book.is_some())
             .field("search", &self.search.is_some())
+            .field("login", &self.login.is_some())
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }

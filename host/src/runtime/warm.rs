@@ -13,6 +13,7 @@ pub struct Loaded {
     pub instance: Instance,
     pub book: Option<bindings::followup::Guest>,
     pub search: Option<bindings::appointments::Guest>,
+    pub login: Option<bindings::authentication::Guest>,
 }
 
 /// An instance kept for reuse with its `Store`.

@@ -294,7 +294,17 @@ fn write_loop<D: Durable>(shared: &Shared<D>) {
             state.queue.drain(..n).collect()
         };
         let batches: Vec<&Batch> = group.iter().map(|q| &q.batch).collect();
-        let outcome = shared.disk.commit_group(&batches);
+        let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            shared.disk.commit_group(&batches)
+        })) {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                // Marked gone before `group` drops its senders: a booking woken by that drop
+                // is refused at once instead of queueing behind a writer that is gone.
+                shared.lock().writer_gone = true;
+                return;
+            }
+        };
         let mut state = shared.lock();
         for (i, queued) in group.into_iter().enumerate() {
             settle(&mut state, &queued);

@@ -23,6 +23,11 @@
 //! Search (`search`): open slots of `slot_minutes` inside business hours, within the
 //! requested windows, skipping the past and closed days.
 //!
+//! Logon (`authenticate`, for an authentication route): the username and password must
+//! match an entry of the config value `users`, comma-separated `username:PHC-string`
+//! entries with Argon2id hashes as `followup hash-password USERNAME` prints them; the
+//! token's subject is the username. Passwords never appear in the configuration.
+//!
 //! Configuration (`[plugins.capacity-booker.config]`), all optional:
 //! `utc_offset_minutes` (0), `open` ("08:00"), `close` ("18:00"), `closed_weekdays`
 //! ("6,7": ISO numbers, Monday = 1), `closed_dates` (comma-separated `YYYY-MM-DD`),
@@ -65,7 +70,25 @@ impl SearchPlugin for CapacityBooker {
     }
 }
 
-followup_sdk::export_plugin!(CapacityBooker: book, search);
+impl AuthPlugin for CapacityBooker {
+    fn authenticate(_ctx: RequestContext, credentials: Credentials) -> Result<Identity, AuthError> {
+        let users = password::Users::parse(&config::get("users").unwrap_or_default())
+            .map_err(|e| AuthError::Internal(format!("config value users: {e}")))?;
+        if !users.check(&credentials.username, &credentials.password) {
+            return Err(AuthError::InvalidLogon(
+                "unknown user or wrong password".into(),
+            ));
+        }
+        Ok(Identity {
+            subject: credentials.username,
+            name: None,
+            email: None,
+            extra: None,
+        })
+    }
+}
+
+followup_sdk::export_plugin!(CapacityBooker: book, search, authenticate);
 
 #[cfg(test)]
 mod tests {

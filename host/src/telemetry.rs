@@ -254,8 +254,9 @@ impl opentelemetry_http::HttpClient for Client {
             io.abort();
             Ok::<_, wasmtime_wasi_http::Error>(http::Response::from_parts(parts, body))
         };
-        let exchange = tokio::time::timeout(EXPORT_TIMEOUT, exchange);
-        match self.runtime.spawn(exchange).await? {
+        // Made on the runtime: a timer cannot be made on the processor's thread.
+        let bounded = async move { tokio::time::timeout(EXPORT_TIMEOUT, exchange).await };
+        match self.runtime.spawn(bounded).await? {
             Ok(answer) => Ok(answer?),
             Err(_elapsed) => Err("no answer from the collector in time".into()),
         }

@@ -215,7 +215,7 @@ impl WasiHttpHooks for OutboundPolicy {
                     Ok(Ok(answer)) => answer,
                     Ok(Err(e)) => {
                         failed(
-                            &format!("{e:?}")
+                            format!("{e:?}")
                                 .split(['(', ' ', '{'])
                                 .next()
                                 .unwrap_or("error"),

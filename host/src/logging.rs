@@ -37,6 +37,13 @@ pub fn init(
                 .parse()
                 .expect("a valid directive"),
         );
+    let settings = telemetry::settings(|name| std::env::var(name).ok());
+    if settings == Ok(Settings::Off) {
+        // No traces: the log alone, its filter global, so that the request path costs
+        // what it did before traces existed (per-layer filtering has its own bookkeeping).
+        plain(filter, format);
+        return None;
+    }
     let log = if format == LogFormat::Json {
         // Keys: timestamp, level, target, message, then the event's own fields at the top
         // level, then trace_id and span_id inside a traced span (documented in
@@ -62,7 +69,7 @@ pub fn init(
             .boxed()
     };
     let registry = tracing_subscriber::registry().with(log);
-    let traces = match telemetry::settings(|name| std::env::var(name).ok()) {
+    let traces = match settings {
         Ok(Settings::On { protocol }) => Some(telemetry::provider(protocol, runtime.clone())),
         Ok(Settings::Off) => None,
         Err(why) => {
@@ -94,6 +101,28 @@ pub fn init(
     telemetry::start(&dispatch);
     tracing::info!("traces are on: spans go to the OTLP endpoint of OTEL_EXPORTER_OTLP_*");
     Some(telemetry)
+}
+
+/// The log without traces: the filter global, the formats as with traces.
+fn plain(filter: tracing_subscriber::EnvFilter, format: LogFormat) {
+    if format == LogFormat::Json {
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .fmt_fields(EscapedFields)
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// The JSON line of `F` with the `trace_id` and `span_id` of the span the event happened

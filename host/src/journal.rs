@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{RwLock, watch};
+use tracing::Instrument;
 
 /// Equal for retries of the same booking (see [`crate::contract::idempotency`]).
 pub use crate::contract::idempotency::key as idempotency_key;
@@ -289,10 +290,29 @@ async fn book(
         };
         let response = batch.journal.as_ref().map(|j| j.response.clone());
         let storage = app.storage.clone();
-        let pending = blocking(&app.storage, move || storage.submit(batch)).await?;
-        // Ordered: the next booking of the namespace may run on what this one wrote.
-        drop((shared, exclusive));
-        let outcome = (pending.durable().await.map_err(unavailable)?, response);
+        let span = crate::span!(
+            "followup.store_commit",
+            followup.attempt = attempt,
+            followup.commit = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let committed = async {
+            let pending = blocking(&app.storage, move || storage.submit(batch)).await?;
+            // Ordered: the next booking of the namespace may run on what this one wrote.
+            drop((shared, exclusive));
+            pending.durable().await.map_err(unavailable)
+        }
+        .instrument(span.clone())
+        .await;
+        if !span.is_none() {
+            match &committed {
+                Ok(Commit::Done) => span.record("followup.commit", "done"),
+                Ok(Commit::Recorded(_)) => span.record("followup.commit", "recorded"),
+                Ok(Commit::Conflict) => span.record("followup.commit", "conflict"),
+                Err(e) => span.record("error.type", e.kind.code()),
+            };
+        }
+        let outcome = (committed?, response);
         if let (Commit::Conflict, Some(space)) = (&outcome.0, space) {
             app.namespaces.conflicted(space);
         }

@@ -19,8 +19,8 @@
 //! - [`config`]: every type of the configuration file, and builders;
 //! - [`contract`]: the WIT records and their JSON mapping (shared with the SDK), the
 //!   operation kinds and endpoint templates, plugin versions' names;
-//! - [`text`], [`clock`], [`files`], [`logging`]: bounding and escaping text, the clock,
-//!   files written whole, the host's log.
+//! - [`text`], [`clock`], [`files`], [`logging`], [`telemetry`]: bounding and escaping
+//!   text, the clock, files written whole, the host's log, its traces.
 
 pub mod admin;
 pub mod app;
@@ -39,6 +39,7 @@ pub mod plugin;
 pub mod runtime;
 pub mod server;
 pub mod storage;
+pub mod telemetry;
 pub mod text;
 pub mod watch;
 pub use app::App;

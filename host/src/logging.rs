@@ -8,19 +8,104 @@
 //! JSON lines get the same guarantee from JSON's own string escaping.
 
 use crate::config::LogFormat;
+use crate::telemetry::{self, Settings, Telemetry};
 use std::fmt;
 use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::Layer;
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the host's log on stderr; `default_filter` applies when `RUST_LOG` is unset.
-pub fn init(default_filter: &str, format: LogFormat) {
+/// When the `OTEL_*` variables ask for traces (see [`telemetry`]), also installs the
+/// OpenTelemetry layer, whose exporter sends from `runtime`; the returned [`Telemetry`]
+/// flushes it at shutdown.
+pub fn init(
+    default_filter: &str,
+    format: LogFormat,
+    runtime: &tokio::runtime::Handle,
+) -> Option<Telemetry> {
+    // Spans for the exporter are never the log's business, whatever RUST_LOG says.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| default_filter.into());
-    if format == LogFormat::Json {
+        .unwrap_or_else(|_| default_filter.into())
+        .add_directive(
+            format!("{}=off", telemetry::TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
+    let settings = telemetry::settings(|name| std::env::var(name).ok());
+    if settings == Ok(Settings::Off) {
+        // No traces: the log alone, its filter global, so that the request path costs
+        // what it did before traces existed (per-layer filtering has its own bookkeeping).
+        plain(filter, format);
+        return None;
+    }
+    let log = if format == LogFormat::Json {
         // Keys: timestamp, level, target, message, then the event's own fields at the top
-        // level (documented in docs/operations.md; stable).
+        // level, then trace_id and span_id inside a traced span (documented in
+        // docs/operations.md; stable).
+        let json = tracing_subscriber::fmt::format()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false);
+        tracing_subscriber::fmt::layer()
+            .event_format(WithTraceIds(json))
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(EscapedFields)
+            // Colour codes only for a person at a terminal, never into a file or a pipe.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
+    };
+    let registry = tracing_subscriber::registry().with(log);
+    let traces = match settings {
+        Ok(Settings::On { protocol }) => Some(telemetry::provider(protocol, runtime.clone())),
+        Ok(Settings::Off) => None,
+        Err(why) => {
+            registry.init();
+            tracing::warn!("traces are off: {why}");
+            return None;
+        }
+    };
+    let Some(Ok((telemetry, tracer))) = traces else {
+        registry.init();
+        if let Some(Err(e)) = traces {
+            tracing::warn!("traces are off: the exporter could not be built: {e:#}");
+        }
+        return None;
+    };
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        // No code locations, thread names or levels on spans: names and attributes say it.
+        .with_location(false)
+        .with_threads(false)
+        .with_level(false)
+        .with_target(false)
+        .with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target(telemetry::TARGET, tracing::Level::TRACE),
+        );
+    let dispatch = tracing::Dispatch::new(registry.with(otel));
+    dispatch.clone().init();
+    telemetry::start(&dispatch);
+    tracing::info!("traces are on: spans go to the OTLP endpoint of OTEL_EXPORTER_OTLP_*");
+    Some(telemetry)
+}
+
+/// The log without traces: the filter global, the formats as with traces.
+fn plain(filter: tracing_subscriber::EnvFilter, format: LogFormat) {
+    if format == LogFormat::Json {
         tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
@@ -38,6 +123,38 @@ pub fn init(default_filter: &str, format: LogFormat) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// The JSON line of `F` with the `trace_id` and `span_id` of the span the event happened
+/// in, when traces are on and it happened in one.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let Some((trace_id, span_id)) = telemetry::ids(event) else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        // One JSON object and a newline: the ids go in before its closing brace.
+        match line.trim_end().strip_suffix('}') {
+            Some(object) => writeln!(
+                writer,
+                r#"{object},"trace_id":"{trace_id}","span_id":"{span_id}"}}"#
+            ),
+            None => writer.write_str(&line),
+        }
+    }
 }
 
 /// Formats an event's or span's fields as `message key=value …`, every value escaped.

@@ -17,7 +17,6 @@ use std::sync::Arc;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    followup_host::logging::init("warn", followup_host::config::LogFormat::Text);
     let mut args = std::env::args().skip(1);
     let config_path = args
         .next()
@@ -32,23 +31,32 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let config = Config::load(config_path.as_ref())?;
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(async move {
-            let mut app = App::new(&config)?;
-            let rules = NativeRules::booking::<capacity_booker::CapacityBooker>()
-                .with_search::<capacity_booker::CapacityBooker>();
-            for name in &natives {
-                app = app.with_native(name, rules)?;
-            }
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.listen))?;
-            println!("followup listening on http://{}", listener.local_addr()?);
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            followup_host::run(listener, Arc::new(app), shutdown).await
-        })
+        .build()?;
+    let traces = followup_host::logging::init(
+        "warn",
+        followup_host::config::LogFormat::Text,
+        runtime.handle(),
+    );
+    let result = runtime.block_on(async move {
+        let mut app = App::new(&config)?;
+        let rules = NativeRules::booking::<capacity_booker::CapacityBooker>()
+            .with_search::<capacity_booker::CapacityBooker>();
+        for name in &natives {
+            app = app.with_native(name, rules)?;
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        println!("followup listening on http://{}", listener.local_addr()?);
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        followup_host::run(listener, Arc::new(app), shutdown).await
+    });
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    result
 }

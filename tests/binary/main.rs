@@ -13,3 +13,4 @@ mod plugin_cli;
 mod scaffold;
 mod support;
 mod tokens;
+mod traces;

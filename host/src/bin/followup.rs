@@ -8,9 +8,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    followup_host::logging::init("info,wasmtime=warn,cranelift=warn", cli.log_format());
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(cli::main(cli))
+        .build()?;
+    let traces = followup_host::logging::init(
+        "info,wasmtime=warn,cranelift=warn",
+        cli.log_format(),
+        runtime.handle(),
+    );
+    let result = runtime.block_on(cli::main(cli));
+    // The runtime still runs: the exporter sends the last spans on it.
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    result
 }

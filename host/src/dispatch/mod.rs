@@ -69,13 +69,13 @@ pub async fn answer(
             ));
         }
         RouteKind::BookJob => {
-            let job = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
+            let job = decode(json)?;
             let (answer, used) = runtime.book(plugin, ctx, &job, services).await?;
             let response = answer.map_err(refused)?;
             (contract::to_vec::<BookJobResponse>(&response, limit), used)
         }
         RouteKind::AppointmentSearch => {
-            let query = contract::decode::<BookJob>(json).map_err(ApiError::invalid)?;
+            let query = decode(json)?;
             let (answer, used) = runtime.search(plugin, ctx, &query, services).await?;
             let response = answer.map_err(refused)?;
             (
@@ -85,6 +85,22 @@ pub async fn answer(
         }
     };
     Ok((encoded(answer)?, used))
+}
+
+/// The request's JSON tree as the contract's records, every problem with its JSON path.
+fn decode(json: &Value) -> Result<BookJob, ApiError> {
+    let span = crate::span!(
+        "followup.decode",
+        followup.problems = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    let _in = span.enter();
+    contract::decode::<BookJob>(json).map_err(|problems| {
+        span.record("followup.problems", problems.len());
+        let err = ApiError::invalid(problems);
+        span.record("error.type", err.kind.code());
+        err
+    })
 }
 
 /// Runs `plugin`'s `authenticate` on an authentication route's credentials: the identity

@@ -43,6 +43,7 @@ use axum::response::{IntoResponse, Response};
 use routes::{Matched, RouteKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tracing::Instrument;
 
 /// The header carrying the request id on every answer.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -59,14 +60,44 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let _serving = app.runtime.arrive();
     let request_id = request_id(request.headers());
     let mut seen = Seen::default();
-    let (mut response, outcome) = match serve(&app, request, &request_id, &mut seen).await {
+    let span = crate::span!(
+        "followup.request",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        followup.request_id = %request_id,
+        followup.route = tracing::field::Empty,
+        followup.work_order_id = tracing::field::Empty,
+        followup.plugin = tracing::field::Empty,
+        followup.plugin_version = tracing::field::Empty,
+        followup.outcome = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    crate::telemetry::continue_from(&span, request.headers());
+    let served = serve(&app, request, &request_id, &mut seen)
+        .instrument(span.clone())
+        .await;
+    let (mut response, outcome) = match served {
         Ok(response) if seen.replayed => (response, "replayed"),
         Ok(response) => (response, "ok"),
         Err(err) => {
+            if !span.is_none() {
+                span.record("error.type", err.kind.code());
+                if err
+                    .kind
+                    .status(crate::config::StatusMode::Http)
+                    .is_server_error()
+                {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
             if let Some(plugin) = &err.plugin {
                 app.metrics.count_failure(plugin, err.kind.code());
             }
             if err.kind != ErrorKind::InvalidRequest && err.kind != ErrorKind::NotFound {
+                let _in = span.enter();
                 tracing::info!(request_id, kind = err.kind.code(), "{}", err.detail);
             }
             let outcome = err.kind.code();
@@ -92,6 +123,14 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         && let Ok(value) = HeaderValue::from_str(&plugin.to_string())
     {
         response.headers_mut().insert(PLUGIN_VERSION, value);
+    }
+    if !span.is_none() {
+        span.record("followup.outcome", outcome);
+        span.record("http.response.status_code", response.status().as_u16());
+        if let Some(plugin) = &seen.plugin {
+            span.record("followup.plugin", plugin.name.as_str());
+            span.record("followup.plugin_version", plugin.version.as_str());
+        }
     }
     app.metrics.observe(
         seen.route.unwrap_or(crate::metrics::NO_ROUTE),
@@ -162,7 +201,17 @@ async fn serve<'a>(
     if let Some(logon) = &route.logon {
         return log_on(app, &parts, route, logon, &body, request_id, seen).await;
     }
-    let json = json::parse_body(&body, &app.limits)?;
+    let json = {
+        let span = crate::span!(
+            "followup.parse",
+            followup.body_bytes = body.len(),
+            error.type = tracing::field::Empty,
+        );
+        let _in = span.enter();
+        json::parse_body(&body, &app.limits).inspect_err(|e| {
+            span.record("error.type", e.kind.code());
+        })?
+    };
 
     let plugin = serving(app, route)?;
     seen.plugin = Some(plugin.ident.clone());
@@ -318,6 +367,14 @@ fn admit<'a>(app: &'a App, parts: &Parts, seen: &mut Seen<'a>) -> Result<Admitte
         }
     };
     seen.route = Some(&route.name);
+    if crate::telemetry::on() {
+        let span = tracing::Span::current();
+        span.record("http.route", route.path.as_str());
+        span.record("followup.route", route.name.as_str());
+        if let Some(id) = &work_order_id {
+            span.record("followup.work_order_id", id.as_str());
+        }
+    }
     if parts.method != Method::POST {
         return Err(ApiError::new(
             ErrorKind::MethodNotAllowed,
@@ -329,7 +386,13 @@ fn admit<'a>(app: &'a App, parts: &Parts, seen: &mut Seen<'a>) -> Result<Admitte
         .headers
         .get("x-access-token")
         .map(HeaderValue::as_bytes);
-    let claims = auth::check(&route.token, token, unix_now())?;
+    let claims = {
+        let span = crate::span!("followup.token", error.type = tracing::field::Empty);
+        let _in = span.enter();
+        auth::check(&route.token, token, unix_now()).inspect_err(|e| {
+            span.record("error.type", e.kind.code());
+        })?
+    };
     check_content_type(&parts.headers)?;
     Ok(Admitted {
         route,

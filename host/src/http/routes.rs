@@ -16,6 +16,8 @@ pub struct Route {
     pub token: TokenPolicy,
     /// An authentication route's signing key and throttle.
     pub logon: Option<std::sync::Arc<super::login::Logon>>,
+    /// The configured path template (`/workorders/{0}/followup`), as traces name it.
+    pub path: String,
     template: Template,
 }
 
@@ -33,6 +35,7 @@ impl Route {
             plugin,
             token,
             logon: None,
+            path: path.to_string(),
             template: Template::parse(path, kind)?,
         })
     }

@@ -55,35 +55,64 @@ impl From<KvError> for kv::KvError {
 }
 
 impl PluginState {
-    /// The call's key-value session; a plugin that imports the store is only loaded when
-    /// granted it, so a missing session means a search or a host without a store.
-    fn kv(&mut self) -> Result<&mut crate::storage::kv::KvSession, kv::KvError> {
+    /// Runs `op` on the call's key-value session, in a `followup.kv` span when traces are
+    /// on. A plugin that imports the store is only loaded when granted it, so a missing
+    /// session means a search or a host without a store.
+    fn kv<T>(
+        &mut self,
+        operation: &'static str,
+        op: impl FnOnce(&mut crate::storage::kv::KvSession) -> Result<T, KvError>,
+    ) -> Result<T, kv::KvError> {
         self.host_calls.kv += 1;
-        self.services.kv.as_mut().ok_or_else(|| {
+        // Keys and values are the plugin's data: the span names the operation only.
+        let span = crate::span!(
+            parent: &self.span,
+            "followup.kv",
+            db.system.name = "followup-kv",
+            db.operation.name = operation,
+            error.type = tracing::field::Empty,
+        );
+        let _in = span.enter();
+        let session = self.services.kv.as_mut().ok_or_else(|| {
             kv::KvError::Denied("the key-value store is not available to this call".into())
-        })
+        });
+        let result = session.and_then(|kv| Ok(op(kv)?));
+        if let Err(e) = &result {
+            span.record("error.type", kv_error_type(e));
+        }
+        result
+    }
+}
+
+/// The `error.type` of a failed key-value call: the WIT error's case.
+fn kv_error_type(e: &kv::KvError) -> &'static str {
+    match e {
+        kv::KvError::Denied(_) => "denied",
+        kv::KvError::TooLarge(_) => "too-large",
+        kv::KvError::NotANumber(_) => "not-a-number",
+        kv::KvError::Unavailable(_) => "unavailable",
     }
 }
 
 impl kv::Host for PluginState {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::KvError> {
-        Ok(self.kv()?.get(&key)?)
+        self.kv("get", |kv| kv.get(&key))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::KvError> {
-        Ok(self.kv()?.set(&key, value)?)
+        self.kv("set", |kv| kv.set(&key, value))
     }
 
     fn delete(&mut self, key: String) -> Result<bool, kv::KvError> {
-        Ok(self.kv()?.delete(&key)?)
+        self.kv("delete", |kv| kv.delete(&key))
     }
 
     fn list_keys(&mut self, prefix: String, limit: u32) -> Result<Vec<String>, kv::KvError> {
-        Ok(self.kv()?.list(&prefix, limit)?)
+        self.kv("list-keys", |kv| kv.list(&prefix, limit))
     }
 
     fn increment(&mut self, key: String, delta: i64) -> Result<i64, kv::KvError> {
-        Ok(self.kv()?.increment(&key, delta)?)
+        self.kv("increment", |kv| kv.increment(&key, delta))
     }
 
     fn compare_and_swap(
@@ -92,7 +121,9 @@ impl kv::Host for PluginState {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<bool, kv::KvError> {
-        Ok(self.kv()?.compare_and_swap(&key, expected, new)?)
+        self.kv("compare-and-swap", |kv| {
+            kv.compare_and_swap(&key, expected, new)
+        })
     }
 }
 
@@ -130,6 +161,7 @@ mod tests {
             host_calls: Default::default(),
             runaway: None,
             past_grace: false,
+            span: tracing::Span::none(),
         }
     }
 

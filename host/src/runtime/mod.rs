@@ -49,6 +49,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 pub use warm::WarmPool;
 use warm::{Loaded, Warm};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -299,16 +300,29 @@ impl PluginRuntime {
                 (store, None, 0)
             }
         };
+        let span = crate::span!(
+            "followup.plugin_call",
+            followup.plugin = plugin.ident.name.as_str(),
+            followup.plugin_version = plugin.ident.version.as_str(),
+            followup.warm = warm.is_some(),
+            followup.fuel_used = tracing::field::Empty,
+            followup.peak_memory_bytes = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
         store.data_mut().services = services;
+        store.data_mut().span = span.clone();
         store.data_mut().outbound = outbound::OutboundPolicy::new(
             plugin.http.clone(),
             plugin.ident.clone(),
             Arc::from(request_id),
+            span.clone(),
         );
 
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout_at((deadline + deadline::DEADLINE_GRACE).into(), async {
+        let outcome = tokio::time::timeout_at(
+            (deadline + deadline::DEADLINE_GRACE).into(),
+            async {
                 let mut loaded = match warm {
                     Some(loaded) => loaded,
                     None => Loaded {
@@ -320,8 +334,10 @@ impl PluginRuntime {
                 };
                 let answer = call(&mut store, &mut loaded).await?;
                 Ok((answer, loaded))
-            })
-            .await;
+            }
+            .instrument(span.clone()),
+        )
+        .await;
         let fuel_used = store
             .data()
             .fuel_granted
@@ -349,6 +365,20 @@ impl PluginRuntime {
                 format!("timed out after {} ms", limits.timeout_ms),
             )),
         };
+        if !span.is_none() {
+            if let Some(fuel) = fuel_used {
+                span.record("followup.fuel_used", fuel);
+            }
+            span.record(
+                "followup.peak_memory_bytes",
+                store.data().limiter.peak_memory as u64,
+            );
+            if let Err(f) = &result {
+                let kind = crate::error::ApiError::from(f.clone()).kind;
+                span.record("error.type", kind.code());
+                span.record("otel.status_code", "ERROR");
+            }
+        }
         let timed_out = matches!(&result, Err(f) if f.kind == FailureKind::Timeout);
         plugin.conduct.settle(store.data_mut(), timed_out);
         let state = store.data();
@@ -384,6 +414,7 @@ impl PluginRuntime {
         // state is whatever the refused allocation left behind.
         if reuse && served + 1 < plugin.reuse_instances && store.data().limiter.hit.is_none() {
             store.data_mut().outbound = outbound::OutboundPolicy::default();
+            store.data_mut().span = tracing::Span::none();
             plugin.warm.put(
                 &ctx.route,
                 Warm {
@@ -437,6 +468,7 @@ impl PluginRuntime {
             host_calls: state::HostCalls::default(),
             runaway: None,
             past_grace: false,
+            span: tracing::Span::none(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tracing::Instrument;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 impl HttpGrant {
@@ -33,7 +34,7 @@ impl HttpGrant {
 }
 
 /// The `wasi:http` hooks of one plugin call: what it was granted and what it has used.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OutboundPolicy {
     grant: Option<Arc<HttpGrant>>,
     ident: Option<Arc<PluginIdent>>,
@@ -41,6 +42,22 @@ pub struct OutboundPolicy {
     calls: u32,
     /// Bytes of body buffers handed out to the call's outgoing bodies so far.
     body_buffers: usize,
+    /// The call's `followup.plugin_call` span, parent of each request's `followup.http`.
+    span: tracing::Span,
+}
+
+impl Default for OutboundPolicy {
+    /// Nothing granted, nothing used.
+    fn default() -> Self {
+        OutboundPolicy {
+            grant: None,
+            ident: None,
+            request_id: None,
+            calls: 0,
+            body_buffers: 0,
+            span: tracing::Span::none(),
+        }
+    }
 }
 
 /// How much of a refused URL the log shows: enough to recognise it, never a plugin's
@@ -52,6 +69,7 @@ impl OutboundPolicy {
         grant: Option<Arc<HttpGrant>>,
         ident: Arc<PluginIdent>,
         request_id: Arc<str>,
+        span: tracing::Span,
     ) -> OutboundPolicy {
         OutboundPolicy {
             grant,
@@ -59,6 +77,7 @@ impl OutboundPolicy {
             request_id: Some(request_id),
             calls: 0,
             body_buffers: 0,
+            span,
         }
     }
 
@@ -121,13 +140,40 @@ impl WasiHttpHooks for OutboundPolicy {
         1
     }
 
+    /// With traces on, each request gets a `followup.http` span (origin, method, status;
+    /// never the path, query or headers) and a `traceparent` naming it, in place of any
+    /// the guest set: the host's span is the request's true parent.
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _io: IoFuture,
     ) -> Sent {
         let refusal = self.refusal(request.uri());
+        let span = crate::span!(
+            parent: &self.span,
+            "followup.http",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %request.method(),
+            url.origin = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        if !span.is_none() {
+            span.record(
+                "url.origin",
+                crate::telemetry::origin(request.uri()).as_str(),
+            );
+            if refusal.is_none() {
+                crate::telemetry::inject(&span, request.headers_mut());
+            }
+        }
+        let (traced, status) = (span.clone(), span.clone());
+        let failed = move |e: &str| {
+            traced.record("error.type", e);
+            traced.record("otel.status_code", "ERROR");
+        };
         let ident = self.ident.clone();
         let request_id = self.request_id.clone();
         let uri = crate::text::cut(&request.uri().to_string(), LOGGED_URL_BYTES);
@@ -143,52 +189,68 @@ impl WasiHttpHooks for OutboundPolicy {
                 crate::text::cut(why, LOGGED_URL_BYTES * 2)
             );
         };
-        Box::new(async move {
-            if let Some(why) = refusal {
-                log(&why);
-                return Err(if why.starts_with("more than") {
-                    Error::InternalError(Some(why))
-                } else {
-                    Error::HttpRequestDenied
+        Box::new(
+            async move {
+                if let Some(why) = refusal {
+                    failed("refused");
+                    log(&why);
+                    return Err(if why.starts_with("more than") {
+                        Error::InternalError(Some(why))
+                    } else {
+                        Error::HttpRequestDenied
+                    });
+                }
+                // The guest's own timeouts apply only when shorter than the grant's.
+                let mut o = options.unwrap_or_default();
+                let clamp = |t: Option<Duration>| Some(t.map_or(timeout, |t| t.min(timeout)));
+                o.connect_timeout = clamp(o.connect_timeout);
+                o.first_byte_timeout = clamp(o.first_byte_timeout);
+                o.between_bytes_timeout = clamp(o.between_bytes_timeout);
+                let sent = tokio::time::timeout(
+                    timeout,
+                    wasmtime_wasi_http::default_send_request(request, Some(o)),
+                )
+                .await;
+                let (response, io) = match sent {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(e)) => {
+                        failed(
+                            format!("{e:?}")
+                                .split(['(', ' ', '{'])
+                                .next()
+                                .unwrap_or("error"),
+                        );
+                        return Err(e);
+                    }
+                    Err(_) => {
+                        failed("timeout");
+                        log(&format!("no answer within {} ms", timeout.as_millis()));
+                        return Err(Error::ConnectionReadTimeout);
+                    }
+                };
+                status.record("http.response.status_code", response.status().as_u16());
+                let declared = response
+                    .headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if let Some(len) = declared.filter(|len| *len > max_body) {
+                    failed("response-too-large");
+                    log(&format!("response of {len} bytes, over {max_body}"));
+                    return Err(Error::HttpResponseBodySize(Some(len)));
+                }
+                let response = response.map(|body| {
+                    Capped {
+                        inner: body.boxed_unsync(),
+                        left: max_body,
+                        limit: max_body,
+                    }
+                    .boxed_unsync()
                 });
+                Ok((response, Box::new(io) as IoFuture))
             }
-            // The guest's own timeouts apply only when shorter than the grant's.
-            let mut o = options.unwrap_or_default();
-            let clamp = |t: Option<Duration>| Some(t.map_or(timeout, |t| t.min(timeout)));
-            o.connect_timeout = clamp(o.connect_timeout);
-            o.first_byte_timeout = clamp(o.first_byte_timeout);
-            o.between_bytes_timeout = clamp(o.between_bytes_timeout);
-            let sent = tokio::time::timeout(
-                timeout,
-                wasmtime_wasi_http::default_send_request(request, Some(o)),
-            )
-            .await;
-            let (response, io) = match sent {
-                Ok(answer) => answer?,
-                Err(_) => {
-                    log(&format!("no answer within {} ms", timeout.as_millis()));
-                    return Err(Error::ConnectionReadTimeout);
-                }
-            };
-            let declared = response
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if let Some(len) = declared.filter(|len| *len > max_body) {
-                log(&format!("response of {len} bytes, over {max_body}"));
-                return Err(Error::HttpResponseBodySize(Some(len)));
-            }
-            let response = response.map(|body| {
-                Capped {
-                    inner: body.boxed_unsync(),
-                    left: max_body,
-                    limit: max_body,
-                }
-                .boxed_unsync()
-            });
-            Ok((response, Box::new(io) as IoFuture))
-        })
+            .instrument(span),
+        )
     }
 }
 
@@ -248,6 +310,7 @@ mod tests {
                 version: "sha256:0".into(),
             }),
             Arc::from("r"),
+            tracing::Span::none(),
         )
     }
 

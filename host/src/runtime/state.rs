@@ -38,6 +38,10 @@ pub struct PluginState {
     pub runaway: Option<super::load::Runaway>,
     /// Whether this call has run past its CPU grace (see `deadline::Conduct`).
     pub past_grace: bool,
+    /// The call's `followup.plugin_call` span (none when traces are off): the parent of
+    /// the host calls' spans, named explicitly because a host function may run where
+    /// the current span is not the call's.
+    pub span: tracing::Span,
 }
 
 /// How often a call used each host service.

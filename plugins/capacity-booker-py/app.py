@@ -10,7 +10,14 @@ import time
 import rules
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import config, kv, log, types
+from wit_world.imports import config, kv, log
+
+try:
+    from wit_world.imports import types
+except ImportError:
+    # In the worlds with outbound HTTP, wasi:http brings a `types` of its own, so the
+    # contract's records are named after their package.
+    from wit_world.imports import servicemobility_booking_types as types
 from wit_world.imports.log import Level
 
 _LEVELS = {"info": Level.INFO, "warn": Level.WARN}

@@ -150,3 +150,59 @@ async fn the_examples_in_every_language_give_the_same_answers() {
         );
     }
 }
+
+/// The Python rules built for the world with outbound HTTP (`booker-scheduler-http`):
+/// refused without an HTTP grant (and without the store's), loaded with both, and then
+/// booking as the build without HTTP does. The build without it needs no HTTP grant.
+#[tokio::test]
+async fn python_picks_its_outbound_http_by_its_world() {
+    use followup_host::config::HttpGrant;
+    use followup_host::plugin::loader::{self, LoadError};
+    use std::sync::Arc;
+
+    let runtime = crate::support::runtime();
+    let load = |path: &str, manifest: PluginManifest| {
+        let bytes: Arc<[u8]> = std::fs::read(path).unwrap().into();
+        loader::load_bytes(&runtime, "py", &manifest, bytes)
+    };
+    let kv_only = || PluginManifest::new("unused.wasm").with_kv();
+    let err = load(guests::CAPACITY_BOOKER_PY_HTTP, kv_only()).unwrap_err();
+    assert!(matches!(err, LoadError::NotGranted(..)), "{err}");
+    assert!(err.to_string().contains("imports wasi:http/"), "{err}");
+    let granted = || kv_only().with_http(HttpGrant::allowing(["http://127.0.0.1:9"]));
+    assert!(load(guests::CAPACITY_BOOKER_PY_HTTP, granted()).is_ok());
+    assert!(load(guests::CAPACITY_BOOKER_PY, kv_only()).is_ok());
+
+    let booker = |path: &str| {
+        PluginManifest::new(path)
+            .with_kv()
+            .with_limits(Limits {
+                timeout_ms: 5000,
+                max_memory_bytes: 128 << 20,
+                ..Limits::default()
+            })
+            .with_value("now", "2024-06-17T12:00:00Z")
+            .with_value("utc_offset_minutes", "-240")
+    };
+    let config = Config::default()
+        .with_plugin(
+            "py-http",
+            booker(guests::CAPACITY_BOOKER_PY_HTTP)
+                .with_http(HttpGrant::allowing(["http://127.0.0.1:9"])),
+        )
+        .with_route(RouteConfig::book_job("/py-http/{0}", "py-http").named("book"))
+        .with_plugin("py", booker(guests::CAPACITY_BOOKER_PY))
+        .with_route(RouteConfig::book_job("/py/{0}", "py").named("book"));
+    let server = Server::of(config).await;
+    let mut answers = Vec::new();
+    for prefix in ["py-http", "py"] {
+        let answer = server
+            .post(&format!("/{prefix}/WO-1"), &example("book-job.full.json"))
+            .await;
+        assert_eq!(answer.status, 200, "{prefix}: {}", answer.text);
+        answers.push(answer.json);
+    }
+    // Each plugin numbers its orders from its own sequence, and the parts order number
+    // comes from the idempotency key, which is the same for the same route name.
+    assert_eq!(answers[0], answers[1]);
+}

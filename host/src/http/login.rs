@@ -140,10 +140,11 @@ pub fn credentials(body: &[u8]) -> Result<Credentials, ApiError> {
         },
         value: String::new(),
     };
-    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(body) else {
+    // A key given twice could be read as the first by a proxy and as the last here.
+    let Some(Value::Object(mut object)) = super::json::parse_without_repeats(body) else {
         return Err(ApiError::invalid(vec![problem(
             "$",
-            "must be a JSON object with username and password",
+            "must be a JSON object with username and password, each given once",
         )]));
     };
     let mut problems = Vec::new();
@@ -310,6 +311,7 @@ mod tests {
             format!(r#"{{"username":["{secret}"],"password":"{secret}"}}"#),
             format!(r#"{{"username":"","password":"{secret}"}}"#),
             format!(r#"["{secret}"]"#),
+            format!(r#"{{"username":"ann","password":"{secret}","password":"x"}}"#),
             format!(r#"{{"username":"ann","password":"{}"}}"#, "x".repeat(2000)),
         ] {
             let err = credentials(body.as_bytes()).unwrap_err();

@@ -717,6 +717,28 @@ macro_rules! record {
                 w.raw(b"}")
             }
         }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        impl schema::Describe for $ty {
+            fn describe(defs: &mut schema::Definitions) -> Value {
+                schema::record::<$ty>(defs)
+            }
+        }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        impl schema::Record for $ty {
+            const NAME: &'static str = stringify!($ty);
+            const KEYS: &'static [&'static str] = &[$($key, $($alias,)*)*];
+            fn properties(defs: &mut schema::Definitions) -> Map<String, Value> {
+                let mut properties = Map::new();
+                $(
+                    let field = schema::nullable(<$codec as schema::Describe>::describe(defs));
+                    $(properties.insert($alias.to_string(), field.clone());)*
+                    properties.insert($key.to_string(), field);
+                )*
+                properties
+            }
+        }
     };
 }
 
@@ -1114,4 +1136,204 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
+}
+
+/// JSON Schemas (draft 2020-12, as OpenAPI 3.1 holds them) of what this module reads and
+/// writes. Records describe themselves from the same `record!` table their decoder is
+/// made from, so a key the decoder accepts is a property of the schema and the reverse.
+/// Host only: a plugin never describes the contract.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod schema {
+    use super::*;
+    use serde_json::json;
+
+    /// Named schemas, as an OpenAPI document's `components/schemas` holds them.
+    pub type Definitions = BTreeMap<String, Value>;
+
+    /// A codec that can say which JSON values it accepts (never `null`: a record's field
+    /// adds that, see [`nullable`]).
+    pub trait Describe {
+        /// The schema, registering any record it refers to in `defs`.
+        fn describe(defs: &mut Definitions) -> Value;
+    }
+
+    /// A record of the contract: an object whose documented keys are all optional and
+    /// whose other keys are kept (`extensions`).
+    pub trait Record: Describe {
+        const NAME: &'static str;
+        /// Every key the decoder reads into a field, aliases included.
+        const KEYS: &'static [&'static str];
+        /// One property per key in [`Record::KEYS`].
+        fn properties(defs: &mut Definitions) -> Map<String, Value>;
+    }
+
+    /// A reference to a named schema.
+    pub fn reference(name: &str) -> Value {
+        json!({ "$ref": format!("#/components/schemas/{name}") })
+    }
+
+    /// Registers `R` (once) and refers to it.
+    pub fn record<R: Record>(defs: &mut Definitions) -> Value {
+        if !defs.contains_key(R::NAME) {
+            // Held before the fields are described, so a record that contains itself
+            // would refer to itself instead of recursing.
+            defs.insert(R::NAME.to_string(), Value::Null);
+            let properties = R::properties(defs);
+            defs.insert(
+                R::NAME.to_string(),
+                json!({
+                    "type": "object",
+                    "properties": properties,
+                    // Keys the contract does not document are kept and handed on.
+                    "additionalProperties": true,
+                }),
+            );
+        }
+        reference(R::NAME)
+    }
+
+    /// `schema` or `null`: a record's field reads `null` as absent.
+    pub fn nullable(schema: Value) -> Value {
+        match schema {
+            Value::Object(mut map) if map.get("type").is_some_and(Value::is_string) => {
+                let ty = map.remove("type").unwrap_or_default();
+                map.insert("type".into(), json!([ty, "null"]));
+                Value::Object(map)
+            }
+            Value::Object(mut map) if map.contains_key("anyOf") => {
+                if let Some(Value::Array(any)) = map.get_mut("anyOf") {
+                    any.push(json!({ "type": "null" }));
+                }
+                Value::Object(map)
+            }
+            other => json!({ "anyOf": [other, { "type": "null" }] }),
+        }
+    }
+
+    /// What [`Coord`] reads from a string: blank (absent), or a decimal number with an
+    /// optional exponent. Narrower than every string Rust parses as a finite `f64` (the
+    /// digit counts are bounded so that no string it allows overflows), never wider.
+    pub const COORD_PATTERN: &str = r"^[ \t\n\r]*(?:[+-]?(?:[0-9]{1,15}(?:\.[0-9]{0,15})?|\.[0-9]{1,15})(?:[eE][+-]?[0-9]{1,2})?)?[ \t\n\r]*$";
+
+    /// What [`DateTime`] reads: `""`, or a UTC date-time on a day the calendar has
+    /// (February 29th only in leap years), with up to nine fractional digits.
+    pub const DATETIME_PATTERN: &str = concat!(
+        r"^(?:|(?:[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])",
+        r"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)",
+        r"|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)",
+        r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?Z)$",
+    );
+
+    impl Describe for Str {
+        fn describe(_: &mut Definitions) -> Value {
+            json!({ "type": "string" })
+        }
+    }
+
+    impl Describe for Bool {
+        fn describe(_: &mut Definitions) -> Value {
+            json!({ "type": "boolean" })
+        }
+    }
+
+    impl Describe for Num {
+        fn describe(_: &mut Definitions) -> Value {
+            json!({ "type": "number" })
+        }
+    }
+
+    impl Describe for Coord {
+        fn describe(_: &mut Definitions) -> Value {
+            json!({ "anyOf": [
+                { "type": "number" },
+                { "type": "string", "pattern": COORD_PATTERN },
+            ] })
+        }
+    }
+
+    impl Describe for DateTime {
+        fn describe(_: &mut Definitions) -> Value {
+            json!({ "type": "string", "pattern": DATETIME_PATTERN })
+        }
+    }
+
+    impl<F: Describe> Describe for List<F> {
+        fn describe(defs: &mut Definitions) -> Value {
+            json!({ "type": "array", "items": F::describe(defs) })
+        }
+    }
+
+    impl Describe for FlexAttrs {
+        fn describe(_: &mut Definitions) -> Value {
+            json!({
+                "type": "object",
+                "description": "FlexFormID → FlexAttrID → values",
+                "additionalProperties": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": ["array", "null"],
+                        "items": { "type": "string" },
+                    },
+                },
+            })
+        }
+    }
+
+    /// The answers are written, not read: their schemas say exactly what the writer puts
+    /// out (no `null`, no other keys).
+    impl Describe for OrderedPart {
+        fn describe(defs: &mut Definitions) -> Value {
+            defs.insert(
+                "OrderedPart".into(),
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "PartOrderNum": { "type": "string" },
+                        "Parts": { "type": "array", "items": { "type": "string" } },
+                    },
+                    "required": ["PartOrderNum", "Parts"],
+                    "additionalProperties": false,
+                }),
+            );
+            reference("OrderedPart")
+        }
+    }
+
+    impl Describe for BookJobResponse {
+        fn describe(defs: &mut Definitions) -> Value {
+            let part = OrderedPart::describe(defs);
+            defs.insert(
+                "BookJobResponse".into(),
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "OrderNum": { "type": "string", "minLength": 1 },
+                        "OrderedParts": { "type": "array", "items": part },
+                    },
+                    "required": ["OrderNum"],
+                    "additionalProperties": false,
+                }),
+            );
+            reference("BookJobResponse")
+        }
+    }
+
+    impl Describe for AppointmentSearchResponse {
+        fn describe(defs: &mut Definitions) -> Value {
+            let slot = TimeConstraint::describe(defs);
+            defs.insert(
+                "AppointmentSearchResponse".into(),
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "StatusMsg": { "type": "string" },
+                        "TimeConstraints": { "type": "array", "items": slot },
+                    },
+                    "required": ["TimeConstraints"],
+                    "additionalProperties": false,
+                }),
+            );
+            reference("AppointmentSearchResponse")
+        }
+    }
 }

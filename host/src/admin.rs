@@ -1,8 +1,12 @@
 //! The admin API, on its own listener (loopback by default): list plugins and the versions
 //! serving them, deploy a new version, roll back, health and readiness, metrics.
 //!
-//! Every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`, the
-//! token coming from the environment (`[admin] token_env`), compared in constant time.
+//! Every endpoint but `/healthz`, `/readyz` and `/openapi.json` needs
+//! `Authorization: Bearer <token>`, the token coming from the environment
+//! (`[admin] token_env`), compared in constant time. `/openapi.json` describes only what
+//! the public listener already answers to anyone who asks (the routes, their schemas and
+//! statuses), so it is open like the health checks: a client generator or a test harness
+//! needs no admin token.
 
 pub use crate::config::AdminConfig;
 use crate::contract::PluginIdent;
@@ -34,6 +38,7 @@ pub fn router(app: Arc<App>, token: Arc<str>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/plugins", get(list))
         .route("/plugins/{name}", post(deploy))
@@ -83,6 +88,11 @@ fn unauthorised(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
             "the admin API needs Authorization: Bearer <token>".into(),
         ))
     }
+}
+
+/// The OpenAPI description of the routes this host serves, in its status mode.
+async fn openapi(State(admin): State<Arc<Admin>>) -> Response {
+    answer(StatusCode::OK, crate::openapi::of_app(&admin.app))
 }
 
 /// Ready while every route has a plugin. A plugin serving a kept version because its

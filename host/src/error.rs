@@ -18,7 +18,12 @@ use std::sync::Arc;
 pub enum ErrorKind {
     InvalidLogon,
     LogonThrottled,
+    /// The body does not match the contract's schema (or could not be read).
     InvalidRequest,
+    /// A body that matches the schema, refused by the booking rules (the plugin's
+    /// `invalid-request`): the same `type`, so that clients of the documented mode see no
+    /// change, but never 400 in `http` mode, where 400 means "not the schema".
+    RequestRefused,
     UnsupportedMediaType,
     PayloadTooLarge,
     HeadersTooLarge,
@@ -49,7 +54,7 @@ impl ErrorKind {
         match self {
             InvalidLogon => "invalid-logon",
             LogonThrottled => "logon-throttled",
-            InvalidRequest => "invalid-request",
+            InvalidRequest | RequestRefused => "invalid-request",
             UnsupportedMediaType => "unsupported-media-type",
             PayloadTooLarge => "payload-too-large",
             HeadersTooLarge => "headers-too-large",
@@ -79,7 +84,7 @@ impl ErrorKind {
         match self {
             InvalidLogon => "Invalid Logon",
             LogonThrottled => "Too many failed logons",
-            InvalidRequest => "Request failed validation",
+            InvalidRequest | RequestRefused => "Request failed validation",
             UnsupportedMediaType => "Content-Type must be application/json",
             PayloadTooLarge => "Request body too large",
             HeadersTooLarge => "Request headers too large",
@@ -122,6 +127,7 @@ impl ErrorKind {
             InvalidLogon => StatusCode::UNAUTHORIZED,
             LogonThrottled => StatusCode::TOO_MANY_REQUESTS,
             InvalidRequest => StatusCode::BAD_REQUEST,
+            RequestRefused => StatusCode::UNPROCESSABLE_ENTITY,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -227,7 +233,7 @@ impl ApiError {
                 }
                 ApiError {
                     invalid_params,
-                    ..ApiError::new(ErrorKind::InvalidRequest, message)
+                    ..ApiError::new(ErrorKind::RequestRefused, message)
                 }
             }
             BookingError::SlotUnavailable(m) => {

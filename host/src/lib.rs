@@ -8,6 +8,7 @@
 //! - [`app`]: the [`App`], a composition of the parts below, and its admission gate;
 //! - [`admin`], [`metrics`], [`watch`]: the admin API, failure counters, plugin files
 //!   watched for new versions;
+//! - [`openapi`]: the OpenAPI 3.1 description of the routes, from the route table;
 //! - [`http`]: the HTTP surface (routes, token check, limits, the handler);
 //! - [`journal`]: bookings that happen once (the idempotency journal);
 //! - [`dispatch`]: one operation on a plugin: decode, call, check, encode;
@@ -35,6 +36,7 @@ pub mod http;
 pub mod journal;
 pub mod logging;
 pub mod metrics;
+pub mod openapi;
 pub mod plugin;
 pub mod runtime;
 pub mod server;

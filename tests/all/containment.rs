@@ -153,7 +153,7 @@ async fn refusals_are_cut_to_their_bounds_and_to_max_response_bytes() {
     let many = server
         .post(&path_of("many-params"), &body_of("many-params"))
         .await;
-    many.assert_error(400, "invalid-request");
+    many.assert_error(422, "invalid-request");
     let params = many.json["invalidParams"].as_array().unwrap();
     assert_eq!(params.len(), 100, "{}", &many.text[..200]);
     assert!(many.text.len() < 64 << 10, "{} bytes", many.text.len());
@@ -199,7 +199,7 @@ async fn a_refusal_is_held_to_a_small_max_response_bytes() {
     let answer = server
         .post("/small/WO-1", &example("book-job.minimal.json"))
         .await;
-    answer.assert_error(400, "invalid-request");
+    answer.assert_error(422, "invalid-request");
     assert!(answer.text.len() <= 4096, "{} bytes", answer.text.len());
     assert!(
         answer.json["detail"]

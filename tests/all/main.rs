@@ -12,6 +12,7 @@ mod languages;
 mod limits;
 mod loading;
 mod native;
+mod openapi;
 mod outbound;
 mod reuse;
 mod sandbox;

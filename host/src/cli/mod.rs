@@ -97,6 +97,14 @@ pub enum Command {
         #[arg(long)]
         audience: Option<String>,
     },
+    /// Print the OpenAPI 3.1 description (JSON) of the routes a host started with this
+    /// configuration serves, in its status mode; the admin API serves the same as
+    /// GET /openapi.json.
+    Openapi {
+        /// TOML configuration (default: the built-in example, every route of it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print a user entry for a plugin's `users` value: `USERNAME:` and the Argon2id hash
     /// of the password (PHC string format). The password is read from the environment
     /// variable --password-env names, else from the first line of standard input.
@@ -215,6 +223,15 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
             )?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Openapi { config } => {
+            let config = match &config {
+                Some(path) => Config::load(path)?,
+                None => Config::example(config::locate_example_plugin()),
+            };
+            let document = crate::openapi::of_config(&config)?;
+            println!("{}", serde_json::to_string_pretty(&document)?);
             Ok(())
         }
         Command::HashPassword {

@@ -88,6 +88,24 @@ impl Template {
         Ok(Template { segments })
     }
 
+    /// The template as an OpenAPI path, `{0}` written as `{name}`.
+    pub fn path(&self, name: &str) -> String {
+        let segments: Vec<String> = self
+            .segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => l.clone(),
+                Segment::WorkOrderId => format!("{{{name}}}"),
+            })
+            .collect();
+        format!("/{}", segments.join("/"))
+    }
+
+    /// Whether the template takes a WorkOrderID.
+    pub fn has_work_order_id(&self) -> bool {
+        self.segments.contains(&Segment::WorkOrderId)
+    }
+
     /// A key equal for templates that match the same paths.
     pub fn shape(&self) -> String {
         self.segments

@@ -96,7 +96,10 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
             if let Some(plugin) = &err.plugin {
                 app.metrics.count_failure(plugin, err.kind.code());
             }
-            if err.kind != ErrorKind::InvalidRequest && err.kind != ErrorKind::NotFound {
+            if !matches!(
+                err.kind,
+                ErrorKind::InvalidRequest | ErrorKind::RequestRefused | ErrorKind::NotFound
+            ) {
                 let _in = span.enter();
                 tracing::info!(request_id, kind = err.kind.code(), "{}", err.detail);
             }

@@ -40,6 +40,11 @@ impl Route {
         })
     }
 
+    /// The path template this route matches.
+    pub fn template(&self) -> &Template {
+        &self.template
+    }
+
     /// This route mints tokens with `logon`.
     pub fn with_logon(mut self, logon: super::login::Logon) -> Self {
         self.logon = Some(std::sync::Arc::new(logon));

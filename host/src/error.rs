@@ -389,3 +389,35 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plugin failure's span and its error body name the same `type`.
+    #[test]
+    fn a_plugin_failure_keeps_its_code_as_an_error() {
+        use FailureKind::*;
+        for kind in [
+            Timeout,
+            MemoryLimit,
+            StackOverflow,
+            OutOfFuel,
+            Trap,
+            ResponseTooLarge,
+            BadResult,
+            Busy,
+            Unavailable,
+        ] {
+            let failure = PluginFailure {
+                kind,
+                plugin: Arc::new(PluginIdent {
+                    name: "p".into(),
+                    version: "v".into(),
+                }),
+                cause: String::new(),
+            };
+            assert_eq!(ApiError::from(failure).kind.code(), kind.code());
+        }
+    }
+}

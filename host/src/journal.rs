@@ -290,7 +290,7 @@ async fn book(
         };
         let response = batch.journal.as_ref().map(|j| j.response.clone());
         let storage = app.storage.clone();
-        let span = crate::span!(
+        let span = otel_span!(
             "followup.store_commit",
             followup.attempt = attempt,
             followup.commit = tracing::field::Empty,

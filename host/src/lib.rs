@@ -23,6 +23,9 @@
 //! - [`text`], [`clock`], [`files`], [`logging`], [`telemetry`]: bounding and escaping
 //!   text, the clock, files written whole, the host's log, its traces.
 
+// First, so that its `otel_span!` is in scope in every module declared after it.
+#[macro_use]
+pub mod telemetry;
 pub mod admin;
 pub mod app;
 pub mod cli;
@@ -41,7 +44,6 @@ pub mod plugin;
 pub mod runtime;
 pub mod server;
 pub mod storage;
-pub mod telemetry;
 pub mod text;
 pub mod watch;
 pub use app::App;

@@ -3,7 +3,7 @@
 //!
 //! Off unless `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set
 //! (and neither `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none`). Off, the request
-//! path makes no span at all: every span is made through [`span!`], which asks [`on`] (one
+//! path makes no span at all: every span is made through `otel_span!`, which asks [`on`] (one
 //! relaxed load) first. On, spans have the target [`TARGET`]; only the OpenTelemetry layer
 //! takes that target, so the log never formats them, and only spans reach the exporter,
 //! never log events (a plugin's log text stays in the log).
@@ -39,10 +39,9 @@ pub fn on() -> bool {
     ON.load(Ordering::Relaxed)
 }
 
-/// An INFO span for the exporter when traces are on, else [`tracing::Span::none`] (nothing
+/// `otel_span!(name, fields…)`: an INFO span for the exporter when traces are on, else [`tracing::Span::none`] (nothing
 /// made, nothing recorded). Takes what `tracing::info_span!` takes after its target.
-#[macro_export]
-macro_rules! span {
+macro_rules! otel_span {
     ($($arg:tt)*) => {
         if $crate::telemetry::on() {
             ::tracing::info_span!(target: $crate::telemetry::TARGET, $($arg)*)

@@ -89,7 +89,7 @@ pub async fn answer(
 
 /// The request's JSON tree as the contract's records, every problem with its JSON path.
 fn decode(json: &Value) -> Result<BookJob, ApiError> {
-    let span = crate::span!(
+    let span = otel_span!(
         "followup.decode",
         followup.problems = tracing::field::Empty,
         error.type = tracing::field::Empty,

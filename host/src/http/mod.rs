@@ -60,7 +60,7 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let _serving = app.runtime.arrive();
     let request_id = request_id(request.headers());
     let mut seen = Seen::default();
-    let span = crate::span!(
+    let span = otel_span!(
         "followup.request",
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
@@ -205,7 +205,7 @@ async fn serve<'a>(
         return log_on(app, &parts, route, logon, &body, request_id, seen).await;
     }
     let json = {
-        let span = crate::span!(
+        let span = otel_span!(
             "followup.parse",
             followup.body_bytes = body.len(),
             error.type = tracing::field::Empty,
@@ -390,7 +390,7 @@ fn admit<'a>(app: &'a App, parts: &Parts, seen: &mut Seen<'a>) -> Result<Admitte
         .get("x-access-token")
         .map(HeaderValue::as_bytes);
     let claims = {
-        let span = crate::span!("followup.token", error.type = tracing::field::Empty);
+        let span = otel_span!("followup.token", error.type = tracing::field::Empty);
         let _in = span.enter();
         auth::check(&route.token, token, unix_now()).inspect_err(|e| {
             span.record("error.type", e.kind.code());

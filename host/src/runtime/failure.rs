@@ -9,7 +9,7 @@ use std::sync::Arc;
 use wasmtime::Trap;
 
 /// What went wrong running a plugin; each maps to a stable error `type`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// The wall-clock deadline passed (`plugin-timeout`).
     Timeout,
@@ -30,6 +30,24 @@ pub enum FailureKind {
     /// The plugin could not be instantiated or does not serve this kind of route
     /// (`plugin-unavailable`).
     Unavailable,
+}
+
+impl FailureKind {
+    /// The error `type` the failure is answered with (the same as `ErrorKind::code` of
+    /// the error it becomes; a test in `error.rs` holds the two together).
+    pub fn code(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "plugin-timeout",
+            FailureKind::MemoryLimit => "plugin-memory-limit",
+            FailureKind::StackOverflow => "plugin-stack-overflow",
+            FailureKind::OutOfFuel => "plugin-out-of-fuel",
+            FailureKind::Trap => "plugin-trap",
+            FailureKind::ResponseTooLarge => "plugin-response-too-large",
+            FailureKind::BadResult => "plugin-bad-result",
+            FailureKind::Busy => "plugin-busy",
+            FailureKind::Unavailable => "plugin-unavailable",
+        }
+    }
 }
 
 /// A plugin call that did not produce an answer.

@@ -65,7 +65,7 @@ impl PluginState {
     ) -> Result<T, kv::KvError> {
         self.host_calls.kv += 1;
         // Keys and values are the plugin's data: the span names the operation only.
-        let span = crate::span!(
+        let span = otel_span!(
             parent: &self.span,
             "followup.kv",
             db.system.name = "followup-kv",

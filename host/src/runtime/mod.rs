@@ -300,7 +300,7 @@ impl PluginRuntime {
                 (store, None, 0)
             }
         };
-        let span = crate::span!(
+        let span = otel_span!(
             "followup.plugin_call",
             followup.plugin = plugin.ident.name.as_str(),
             followup.plugin_version = plugin.ident.version.as_str(),
@@ -374,8 +374,7 @@ impl PluginRuntime {
                 store.data().limiter.peak_memory as u64,
             );
             if let Err(f) = &result {
-                let kind = crate::error::ApiError::from(f.clone()).kind;
-                span.record("error.type", kind.code());
+                span.record("error.type", f.kind.code());
                 span.record("otel.status_code", "ERROR");
             }
         }

@@ -150,7 +150,7 @@ impl WasiHttpHooks for OutboundPolicy {
         _io: IoFuture,
     ) -> Sent {
         let refusal = self.refusal(request.uri());
-        let span = crate::span!(
+        let span = otel_span!(
             parent: &self.span,
             "followup.http",
             otel.kind = "client",

@@ -14,21 +14,24 @@ const PORTS: &[(&str, &str)] = &[
     ("js", guests::CAPACITY_BOOKER_JS),
 ];
 
+/// The example's rules in the component at `path`, at the tests' clock. Interpreted rules
+/// need more time and memory than compiled ones.
+fn booker(path: &str) -> PluginManifest {
+    PluginManifest::new(path)
+        .with_kv()
+        .with_limits(Limits {
+            timeout_ms: 5000,
+            max_memory_bytes: 128 << 20,
+            ..Limits::default()
+        })
+        .with_value("now", "2024-06-17T12:00:00Z")
+        .with_value("utc_offset_minutes", "-240")
+}
+
 fn config() -> Config {
     let mut config = Config::default();
     for (prefix, path) in [("rust", guests::CAPACITY_BOOKER)].iter().chain(PORTS) {
-        // Interpreted rules need more time and memory than compiled ones.
-        let booker = || {
-            PluginManifest::new(*path)
-                .with_kv()
-                .with_limits(Limits {
-                    timeout_ms: 5000,
-                    max_memory_bytes: 128 << 20,
-                    ..Limits::default()
-                })
-                .with_value("now", "2024-06-17T12:00:00Z")
-                .with_value("utc_offset_minutes", "-240")
-        };
+        let booker = || booker(path);
         let (booker_name, keyed_name) = (format!("booker-{prefix}"), format!("keyed-{prefix}"));
         config = config
             .with_plugin(
@@ -173,17 +176,6 @@ async fn python_picks_its_outbound_http_by_its_world() {
     assert!(load(guests::CAPACITY_BOOKER_PY_HTTP, granted()).is_ok());
     assert!(load(guests::CAPACITY_BOOKER_PY, kv_only()).is_ok());
 
-    let booker = |path: &str| {
-        PluginManifest::new(path)
-            .with_kv()
-            .with_limits(Limits {
-                timeout_ms: 5000,
-                max_memory_bytes: 128 << 20,
-                ..Limits::default()
-            })
-            .with_value("now", "2024-06-17T12:00:00Z")
-            .with_value("utc_offset_minutes", "-240")
-    };
     let config = Config::default()
         .with_plugin(
             "py-http",

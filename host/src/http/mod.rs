@@ -250,20 +250,22 @@ async fn serve<'a>(
         )),
         RouteKind::AppointmentSearch => {
             // Searches read the store but never change it.
-            let services = crate::runtime::Services {
-                kv: plugin.kv.then(|| {
-                    crate::storage::kv::KvSession::new(
-                        app.storage.clone(),
-                        &plugin.ident.name,
-                        false,
-                    )
-                }),
-            };
+            let services = read_only(app, &plugin);
             let (bytes, _) =
                 crate::dispatch::answer(&app.runtime, &plugin, route.kind, &ctx, &json, services)
                     .await?;
             Ok(json_response(bytes))
         }
+    }
+}
+
+/// The host services of a call that may read the store but never change it (a search, a
+/// logon): a read-only key-value session when the plugin is granted the store.
+fn read_only(app: &App, plugin: &crate::plugin::LoadedPlugin) -> crate::runtime::Services {
+    crate::runtime::Services {
+        kv: plugin.kv.then(|| {
+            crate::storage::kv::KvSession::new(app.storage.clone(), &plugin.ident.name, false)
+        }),
     }
 }
 
@@ -317,11 +319,7 @@ async fn log_on<'a>(
         request_id: request_id.to_string(),
         claims: None,
     };
-    let services = crate::runtime::Services {
-        kv: plugin.kv.then(|| {
-            crate::storage::kv::KvSession::new(app.storage.clone(), &plugin.ident.name, false)
-        }),
-    };
+    let services = read_only(app, &plugin);
     let identity =
         crate::dispatch::authenticate(&app.runtime, &plugin, &ctx, &credentials, services).await;
     match identity {

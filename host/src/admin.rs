@@ -95,10 +95,20 @@ async fn openapi(State(admin): State<Arc<Admin>>) -> Response {
     answer(StatusCode::OK, crate::openapi::of_app(&admin.app))
 }
 
-/// Ready while every route has a plugin. A plugin serving a kept version because its
-/// configured file was refused at start still serves, so it does not make the host unready;
-/// it is listed under `degraded` for whoever watches readiness.
+/// Ready while every route has a plugin and the store answers (a database that is
+/// unreachable makes every booking answer `store-unavailable`, so a load balancer should
+/// send them elsewhere). A plugin serving a kept version because its configured file was
+/// refused at start still serves, so it does not make the host unready; it is listed under
+/// `degraded` for whoever watches readiness.
 async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
+    let storage = admin.app.storage.clone();
+    let store = if storage.waits_on_io() {
+        tokio::task::spawn_blocking(move || storage.ping())
+            .await
+            .unwrap_or_else(|e| Err(crate::storage::StorageError(e.to_string())))
+    } else {
+        storage.ping()
+    };
     let missing: Vec<&str> = admin
         .app
         .routes
@@ -120,16 +130,19 @@ async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
             })
         })
         .collect();
-    if missing.is_empty() {
-        answer(
+    match store {
+        Ok(()) if missing.is_empty() => answer(
             StatusCode::OK,
             json!({ "ready": true, "degraded": degraded }),
-        )
-    } else {
-        answer(
+        ),
+        Ok(()) => answer(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({ "ready": false, "routes_without_plugin": missing, "degraded": degraded }),
-        )
+        ),
+        Err(e) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "ready": false, "store": e.to_string(), "routes_without_plugin": missing, "degraded": degraded }),
+        ),
     }
 }
 

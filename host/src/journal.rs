@@ -17,6 +17,12 @@
 //! A crash before the commit leaves nothing behind (the retry runs the plugin again and
 //! its storage writes happen once); a crash after it leaves the record, which the retry gets.
 //! Records older than the retention are pruned ([`Journal::prune_periodically`]).
+//!
+//! With a store several hosts share ([`Leases`]), step 2 spans the hosts: before it runs,
+//! a booking claims its key in the store, a duplicate on another host waits for that claim
+//! to end (woken by the store, polling in any case) and is answered from the journal, and
+//! the commit applies only while the claim is still the booking's. A claim is renewed while
+//! its booking runs; one left by a host that died expires, and the booking runs elsewhere.
 
 use crate::contract::RouteKind;
 use crate::contract::types::RequestContext;
@@ -25,7 +31,7 @@ use crate::plugin::LoadedPlugin;
 use crate::runtime::PluginRuntime;
 use crate::runtime::Services;
 use crate::storage::kv::KvSession;
-use crate::storage::{Batch, Commit, Recorded, SharedStorage, StorageError};
+use crate::storage::{Batch, Commit, Leases, Recorded, SharedStorage, StorageError};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +45,14 @@ pub use crate::contract::idempotency::key as idempotency_key;
 
 /// Attempts that commit optimistically before one runs with its namespace held.
 const OPTIMISTIC_ATTEMPTS: usize = 3;
+
+/// Attempts in all with a store several hosts share: a hot key conflicts with other hosts'
+/// bookings too, which this host's namespace lock does not keep out.
+const SHARED_ATTEMPTS: usize = 24;
+
+/// How often a booking waiting for another host's claim looks at the journal again, when
+/// no notification came first.
+const CLAIM_POLL: Duration = Duration::from_millis(200);
 
 /// How long after a conflict a namespace's bookings run exclusively from their first
 /// attempt: a hot key (an order-number sequence, a day's capacity) conflicts again and
@@ -162,6 +176,8 @@ pub struct Journal {
     in_flight: InFlight,
     namespaces: Namespaces,
     retention: Duration,
+    /// How long a claim across hosts lives without renewal.
+    claim_ttl: Duration,
 }
 
 impl std::fmt::Debug for Journal {
@@ -173,17 +189,20 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// A journal in `storage` for the plugins named `plugins`, keeping records `retention`.
+    /// A journal in `storage` for the plugins named `plugins`, keeping records `retention`;
+    /// claims across hosts (when the store is shared) live `claim_ttl` unless renewed.
     pub fn new<'a>(
         storage: SharedStorage,
         plugins: impl IntoIterator<Item = &'a String>,
         retention: Duration,
+        claim_ttl: Duration,
     ) -> Journal {
         Journal {
             storage,
             in_flight: InFlight::default(),
             namespaces: Namespaces::new(plugins),
             retention,
+            claim_ttl,
         }
     }
 
@@ -243,15 +262,38 @@ async fn book(
             }
         }
     };
-    // Claimed: this is the only booking of the key running in this host; it may have
-    // been completed before (a retry).
+    // Claimed: this is the only booking of the key running in this host. With a shared
+    // store, claimed across hosts too, before the journal is read: a booking that another
+    // host completed after that read could otherwise run again here.
+    let host_claim = match HostClaim::take(app, key).await? {
+        Ok(claim) => claim,
+        Err(done) => return Ok(Booked::Replayed(done)),
+    };
+    // It may have been completed before (a retry).
     if let Some(done) = lookup(&app.storage, key).await? {
         return Ok(Booked::Replayed(done));
     }
-
+    let lease = host_claim.as_ref().map(|c| c.fence);
+    let attempts = match lease {
+        Some(_) => SHARED_ATTEMPTS,
+        None => OPTIMISTIC_ATTEMPTS + 2,
+    };
     let name = &plugin.ident.name;
     let space = app.namespaces.spaces.get(name);
-    for attempt in 0.. {
+    for attempt in 0..attempts {
+        if attempt > 0
+            && let Some(claim) = &host_claim
+        {
+            claim.still_held(app).await?;
+            if lease.is_some() {
+                // Other hosts' bookings of the same keys: let them through before trying
+                // again, at a jittered pace so that hosts do not collide in step.
+                tokio::time::sleep(Duration::from_micros(
+                    500 * attempt as u64 + u64::from(jitter()) % 2000,
+                ))
+                .await;
+            }
+        }
         let exclusive = match space {
             Some(space)
                 if plugin.kv
@@ -276,7 +318,7 @@ async fn book(
             response: bytes,
             at: crate::clock::unix_seconds(),
         };
-        let batch = match services.kv {
+        let mut batch = match services.kv {
             Some(kv) => kv.into_batch(Some(record)),
             None => Batch {
                 ns: name.clone(),
@@ -284,6 +326,7 @@ async fn book(
                 ..Batch::default()
             },
         };
+        batch.lease = lease;
         let shared = match (&exclusive, space) {
             (None, Some(space)) if !batch.writes.is_empty() => Some(space.lock.read().await),
             _ => None,
@@ -317,12 +360,18 @@ async fn book(
             app.namespaces.conflicted(space);
         }
         match outcome {
-            (Commit::Done, Some(response)) => return Ok(Booked::Ran(response)),
+            (Commit::Done, Some(response)) => {
+                // The commit ended the claim.
+                if let Some(mut claim) = host_claim {
+                    claim.ended = true;
+                }
+                return Ok(Booked::Ran(response));
+            }
             (Commit::Recorded(done), _) => return Ok(Booked::Replayed(done)),
-            (Commit::Conflict, _) if attempt <= OPTIMISTIC_ATTEMPTS => {
+            (Commit::Conflict, _) => {
                 tracing::debug!(plugin = %plugin.ident, attempt, "store conflict; booking again");
             }
-            (Commit::Conflict | Commit::Done, _) => break,
+            (Commit::Done, None) => break,
         }
     }
     Err(ApiError::new(
@@ -333,6 +382,139 @@ async fn book(
         ),
     )
     .for_plugin(&plugin.ident))
+}
+
+/// This host's claim on a booking in a store several hosts share (see the module
+/// documentation): renewed while held, released when dropped unless the commit ended it.
+struct HostClaim {
+    storage: SharedStorage,
+    key: String,
+    fence: u64,
+    ttl: Duration,
+    renewer: tokio::task::JoinHandle<()>,
+    /// The booking's commit deleted the claim.
+    ended: bool,
+}
+
+fn leases(storage: &SharedStorage) -> &dyn Leases {
+    storage
+        .leases()
+        .expect("a claim is only taken in a store with leases")
+}
+
+/// Stops watching a key's claim when the waiting ends, however it ends.
+struct Watching<'a>(&'a SharedStorage, &'a str);
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        leases(self.0).unwatch(self.1);
+    }
+}
+
+impl HostClaim {
+    /// Claims `key` across hosts, waiting while another host holds it: `Ok(None)` when the
+    /// store is this host's alone, `Err` with the journal's answer when the other host
+    /// completed the booking meanwhile.
+    async fn take(
+        app: &Journal,
+        key: &str,
+    ) -> Result<Result<Option<HostClaim>, Recorded>, ApiError> {
+        let Some(shared) = app.storage.leases() else {
+            return Ok(Ok(None));
+        };
+        let ttl = app.claim_ttl;
+        // Registered before the first try, so that an end announced in between is kept.
+        let woken = shared.watch(key);
+        let _watching = Watching(&app.storage, key);
+        // A holder that lives renews; one that died expires within `ttl`.
+        let give_up = Instant::now() + ttl * 3;
+        loop {
+            let (s, k) = (app.storage.clone(), key.to_string());
+            if let Some(fence) = blocking(&app.storage, move || leases(&s).claim(&k, ttl)).await? {
+                return Ok(Ok(Some(HostClaim::held(app, key, fence))));
+            }
+            tokio::select! {
+                () = woken.notified() => {}
+                () = tokio::time::sleep(CLAIM_POLL) => {}
+            }
+            if let Some(done) = lookup(&app.storage, key).await? {
+                return Ok(Err(done));
+            }
+            if Instant::now() > give_up {
+                return Err(ApiError::new(
+                    ErrorKind::Conflict,
+                    "the same booking is still running on another host; retry later",
+                ));
+            }
+        }
+    }
+
+    fn held(app: &Journal, key: &str, fence: u64) -> HostClaim {
+        let ttl = app.claim_ttl;
+        let (storage, k) = (app.storage.clone(), key.to_string());
+        // Renewed a third of the way through its life for as long as the booking runs; a
+        // booking shorter than that (nearly all) costs no renewal.
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let (s, k) = (storage.clone(), k.clone());
+                let renewed =
+                    tokio::task::spawn_blocking(move || leases(&s).renew(&k, fence, ttl)).await;
+                if !matches!(renewed, Ok(Ok(true))) {
+                    tracing::warn!("a booking's claim across hosts could not be renewed");
+                    return;
+                }
+            }
+        });
+        HostClaim {
+            storage: app.storage.clone(),
+            key: key.to_string(),
+            fence,
+            ttl,
+            renewer,
+            ended: false,
+        }
+    }
+
+    /// Before a booking runs again: its claim must still be this host's, else another host
+    /// took the booking over (this one stalled past the claim's life) and answers it.
+    async fn still_held(&self, app: &Journal) -> Result<(), ApiError> {
+        let (s, k, fence, ttl) = (self.storage.clone(), self.key.clone(), self.fence, self.ttl);
+        if blocking(&app.storage, move || leases(&s).renew(&k, fence, ttl)).await? {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorKind::Conflict,
+            "another host took this booking over; a retry is answered from the journal",
+        ))
+    }
+}
+
+impl Drop for HostClaim {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        if self.ended {
+            return;
+        }
+        // A booking that failed or was answered from the journal: the next may run at once.
+        let (s, k, fence) = (
+            self.storage.clone(),
+            std::mem::take(&mut self.key),
+            self.fence,
+        );
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = leases(&s).release(&k, fence) {
+                tracing::warn!("a booking's claim across hosts could not be released: {e}");
+            }
+        });
+    }
+}
+
+/// A few random bits, to spread retries.
+fn jitter() -> u32 {
+    let mut bytes = [0; 4];
+    let _ = getrandom::getrandom(&mut bytes);
+    u32::from_ne_bytes(bytes)
 }
 
 #[cfg(test)]

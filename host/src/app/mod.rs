@@ -86,6 +86,12 @@ impl App {
                 storage::sqlite::SqliteStorage::open(&config.store.path)
                     .with_context(|| format!("store {}", config.store.path.display()))?,
             ),
+            config::StoreBackend::Postgres => Arc::new(
+                storage::pipeline::Pipeline::new(storage::postgres::PgDisk::open(
+                    &config.store.postgres()?,
+                )?)
+                .context("store")?,
+            ),
             config::StoreBackend::Memory => Arc::new(storage::memory::MemoryStorage::new()),
         };
         let mut plugins = HashMap::new();
@@ -163,6 +169,7 @@ impl App {
                 std::time::Duration::from_secs(
                     config.store.journal_retention_hours.saturating_mul(3600),
                 ),
+                config.store.claim_ttl(),
             )),
             status_mode: config.status_mode,
             max_body_bytes: config.max_body_bytes,

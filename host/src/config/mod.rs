@@ -239,13 +239,28 @@ impl WatchConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite` (default): durable, in the file at `path`. `memory`: the same semantics
-    /// in this process's memory, lost when it stops — for development and benchmarks.
+    /// `sqlite` (default): durable, in the file at `path`. `postgres`: durable, in the
+    /// PostgreSQL database several hosts share (`docs/scale-out.md`). `memory`: the same
+    /// semantics in this process's memory, lost when it stops — for development and
+    /// benchmarks.
     pub backend: StoreBackend,
     /// The SQLite file (relative to the config file). Default `data/followup.db`.
     pub path: PathBuf,
     /// How long a completed booking is answered from the journal. Default 168 (7 days).
     pub journal_retention_hours: u64,
+    /// PostgreSQL: the environment variable holding the connection string (a libpq URL
+    /// such as `postgres://followup@db:5432/followup`; never in this file). Default
+    /// `FOLLOWUP_DATABASE_URL`.
+    pub url_env: String,
+    /// PostgreSQL: most connections this host holds. Default 16.
+    pub pool_size: usize,
+    /// PostgreSQL: longest a statement runs, and the bound on waiting for a connection:
+    /// past it a booking answers `store-unavailable`. Default 2000.
+    pub statement_timeout_ms: u64,
+    /// PostgreSQL: how long a host's claim on a running booking lasts without renewal (it
+    /// is renewed while the booking runs): what a duplicate waits at most when the host
+    /// running the booking dies. Default 10.
+    pub claim_seconds: u64,
 }
 
 /// Which backend holds the store.
@@ -254,6 +269,7 @@ pub struct StoreConfig {
 pub enum StoreBackend {
     #[default]
     Sqlite,
+    Postgres,
     Memory,
 }
 
@@ -263,6 +279,10 @@ impl Default for StoreConfig {
             backend: StoreBackend::Sqlite,
             path: PathBuf::from("data/followup.db"),
             journal_retention_hours: 168,
+            url_env: "FOLLOWUP_DATABASE_URL".into(),
+            pool_size: 16,
+            statement_timeout_ms: 2000,
+            claim_seconds: 10,
         }
     }
 }
@@ -400,7 +420,33 @@ impl Config {
         if self.max_body_bytes == 0 {
             bail!("max_body_bytes must be at least 1");
         }
+        let store = &self.store;
+        if store.pool_size == 0 || store.statement_timeout_ms == 0 || store.claim_seconds == 0 {
+            bail!("[store] pool_size, statement_timeout_ms and claim_seconds must be at least 1");
+        }
         Ok(())
+    }
+}
+
+impl StoreConfig {
+    /// The PostgreSQL connection options, with the connection string from the environment.
+    pub fn postgres(&self) -> anyhow::Result<crate::storage::postgres::PgOptions> {
+        let url = std::env::var(&self.url_env).map_err(|_| {
+            anyhow::anyhow!(
+                "[store] backend = \"postgres\" reads the connection string from the \
+                 environment variable {}, which is not set",
+                self.url_env
+            )
+        })?;
+        Ok(crate::storage::postgres::PgOptions {
+            url,
+            pool_size: self.pool_size,
+            statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
+        })
+    }
+
+    pub fn claim_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.claim_seconds)
     }
 }
 

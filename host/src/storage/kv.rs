@@ -276,6 +276,7 @@ impl KvSession {
             expect_lists: self.lists,
             writes: self.writes.into_iter().collect(),
             journal,
+            lease: None,
         }
     }
 }

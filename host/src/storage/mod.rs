@@ -15,14 +15,19 @@
 //! resolves at the second. A disk backend implements [`Durable`] (reads of what is
 //! durable, and a group of batches written in one transaction) and gets the ordering from
 //! [`pipeline::Pipeline`].
+//!
+//! PostgreSQL ([`postgres`]) is the store several hosts share; it also provides
+//! [`Leases`], which keep a booking from running on two hosts at once.
 
 pub mod kv;
 pub mod memory;
 pub mod pipeline;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot};
 
 /// A failure of the store itself (I/O, corruption, a backend gone away).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -42,6 +47,8 @@ pub struct Batch {
     pub writes: Vec<(String, Option<Vec<u8>>)>,
     /// The answer to record under the booking's idempotency key.
     pub journal: Option<Recorded>,
+    /// The fence of the booking's claim ([`Leases`]), which the commit must still hold.
+    pub lease: Option<u64>,
 }
 
 /// A listing a booking made: the keys under `prefix`, at most `limit`.
@@ -132,6 +139,32 @@ pub trait Storage: Send + Sync + 'static {
     fn waits_on_io(&self) -> bool {
         true
     }
+    /// Claims across hosts, for a store that several hosts share (`None`: this host is
+    /// the store's only user, and its own bookkeeping of running bookings suffices).
+    fn leases(&self) -> Option<&dyn Leases> {
+        None
+    }
+    /// Whether the store answers now (for `/readyz`).
+    fn ping(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+/// Claims on bookings for a store several hosts share: the holder of a key's claim is the
+/// only host that runs that booking until the claim ends (its commit, its release, or its
+/// expiry: a host that dies holding one costs its bookings the claim's time to live).
+pub trait Leases: Send + Sync {
+    /// Claims `key` for `ttl` unless another holder's claim is still live: the fence this
+    /// holder's commit must present ([`Batch::lease`]), or `None` while someone else holds it.
+    fn claim(&self, key: &str, ttl: Duration) -> Result<Option<u64>, StorageError>;
+    /// Extends a claim still held with `fence`; false if it was lost.
+    fn renew(&self, key: &str, fence: u64, ttl: Duration) -> Result<bool, StorageError>;
+    /// Ends a claim held with `fence` (a booking that failed: the next may run at once).
+    fn release(&self, key: &str, fence: u64) -> Result<(), StorageError>;
+    /// Notified (at least once) when a claim on `key` held elsewhere may have ended: a
+    /// hint, so waiters also poll. [`Leases::unwatch`] when done.
+    fn watch(&self, key: &str) -> Arc<Notify>;
+    fn unwatch(&self, key: &str);
 }
 
 /// What a disk backend provides behind a [`pipeline::Pipeline`].
@@ -147,6 +180,18 @@ pub trait Durable: Send + Sync + 'static {
     /// Writes `batches` in order in one durable transaction: each checked after the ones
     /// before it and applied only if its expectations hold. An error writes none of them.
     fn commit_group(&self, batches: &[&Batch]) -> Result<Vec<Commit>, StorageError>;
+    /// Whether reads wait on the network rather than on a local file's page cache.
+    fn waits_on_io(&self) -> bool {
+        false
+    }
+    /// Claims across hosts, for a backend several hosts share.
+    fn leases(&self) -> Option<&dyn Leases> {
+        None
+    }
+    /// Whether the backend answers now.
+    fn ping(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// The storage every plugin of a host shares.
@@ -248,18 +293,31 @@ mod conformance {
         assert_eq!(s.list("a", "", 10).unwrap().len(), 4);
     }
 
+    /// What a case's store needs beside it: a directory to remove, a database server to
+    /// keep running.
+    pub enum Beside {
+        Nothing,
+        Dir(std::path::PathBuf),
+        Cluster(std::sync::Arc<crate::storage::postgres::local::LocalCluster>),
+    }
+
     /// Runs `case` against the store `make` builds for it, then removes the store's
     /// directory, if it has one.
     fn run(
         name: &str,
-        make: impl FnOnce(&str) -> (Box<dyn Storage>, Option<std::path::PathBuf>),
+        make: impl FnOnce(&str) -> (Box<dyn Storage>, Beside),
         case: fn(&dyn Storage),
     ) {
-        let (store, dir) = make(name);
+        let (store, beside) = make(name);
         case(&*store);
         drop(store);
-        if let Some(dir) = dir {
-            let _ = std::fs::remove_dir_all(dir);
+        match beside {
+            Beside::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            // The last case to let go stops the server.
+            Beside::Cluster(cluster) => drop(cluster),
+            Beside::Nothing => {}
         }
     }
 
@@ -287,12 +345,17 @@ mod conformance {
     conformance!(memory, |_case: &str| {
         let store: Box<dyn crate::storage::Storage> =
             Box::new(crate::storage::memory::MemoryStorage::new());
-        (store, None)
+        (store, super::Beside::Nothing)
     });
     conformance!(sqlite, |case: &str| {
         let (store, dir) =
             crate::storage::sqlite::tests::temp_store(&format!("conformance-{case}"));
         let store: Box<dyn crate::storage::Storage> = Box::new(store);
-        (store, Some(dir))
+        (store, super::Beside::Dir(dir))
+    });
+    conformance!(postgres, |case: &str| {
+        let (store, cluster) = crate::storage::postgres::tests::temp_store(case);
+        let store: Box<dyn crate::storage::Storage> = Box::new(store);
+        (store, super::Beside::Cluster(cluster))
     });
 }

@@ -18,7 +18,7 @@
 //! when their own group is written, so one that read from a failed batch conflicts there.
 //! No answer leaves with a write that was not durable.
 
-use super::{Batch, Commit, Durable, Listing, Pending, Recorded, Storage, StorageError};
+use super::{Batch, Commit, Durable, Listing, Pending, Recorded, Storage, StorageError, stopped};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use tokio::sync::oneshot;
@@ -190,21 +190,34 @@ impl<D: Durable> Storage for Pipeline<D> {
 
     fn submit(&self, batch: Batch) -> Result<Pending, StorageError> {
         let shared = &*self.shared;
+        // A backend over the network (shared with other hosts) decides every check itself
+        // when the group is written, against what all hosts committed: here only what is
+        // on its way to disk from this host is checked, so that no network round trip is
+        // made while the pipeline's lock is held.
+        let remote = shared.disk.waits_on_io();
         // A durable record stays durable, so this read needs no lock. A duplicate still on
         // its way to disk is answered by the disk when its group is written (the journal's
         // in-flight claims keep one host from letting such a duplicate through).
-        if let Some(journal) = &batch.journal
+        if !remote
+            && let Some(journal) = &batch.journal
             && let Some(earlier) = shared.disk.recorded(&journal.key)?
         {
             return Ok(Pending::Ready(Ok(Commit::Recorded(earlier))));
         }
         let mut state = shared.lock();
         if state.writer_gone {
-            return Err(StorageError("the store's writer has stopped".into()));
+            return Err(stopped());
         }
         let mut read_unsettled = false;
         for (key, seen) in &batch.expect {
-            let (now, unsettled) = newest_get(&shared.disk, &state, &batch.ns, key)?;
+            let (now, unsettled) = if remote {
+                match state.kv.get(&(batch.ns.clone(), key.clone())) {
+                    Some(unsettled) => (unsettled.value.clone(), true),
+                    None => continue,
+                }
+            } else {
+                newest_get(&shared.disk, &state, &batch.ns, key)?
+            };
             if now != *seen {
                 return Ok(Pending::Ready(Ok(Commit::Conflict)));
             }
@@ -216,6 +229,14 @@ impl<D: Durable> Storage for Pipeline<D> {
             keys,
         } in &batch.expect_lists
         {
+            if remote {
+                read_unsettled |= state
+                    .kv
+                    .range((batch.ns.clone(), prefix.clone())..)
+                    .next()
+                    .is_some_and(|((n, k), _)| *n == batch.ns && k.starts_with(prefix.as_str()));
+                continue;
+            }
             let (now, unsettled) = newest_list(&shared.disk, &state, &batch.ns, prefix, *limit)?;
             if now != *keys {
                 return Ok(Pending::Ready(Ok(Commit::Conflict)));
@@ -253,10 +274,22 @@ impl<D: Durable> Storage for Pipeline<D> {
     }
 
     fn waits_on_io(&self) -> bool {
-        // Reads are short and from the page cache in practice (`cargo bench --bench
-        // kv_reads`: a few microseconds, against tens for a hop to a blocking thread);
-        // commits queue to the writer thread and are awaited.
-        false
+        // A local file's reads are short and from the page cache in practice (`cargo
+        // bench --bench kv_reads`: a few microseconds, against tens for a hop to a
+        // blocking thread); commits queue to the writer thread and are awaited. A
+        // database over the network is another matter.
+        self.shared.disk.waits_on_io()
+    }
+
+    fn leases(&self) -> Option<&dyn super::Leases> {
+        self.shared.disk.leases()
+    }
+
+    fn ping(&self) -> Result<(), StorageError> {
+        if self.shared.lock().writer_gone {
+            return Err(stopped());
+        }
+        self.shared.disk.ping()
     }
 }
 
@@ -313,8 +346,10 @@ fn write_loop<D: Durable>(shared: &Shared<D>) {
                     // The disk's answer stands: done, or the booking's record was already
                     // there (a duplicate answered from it).
                     Some(outcome @ (Commit::Done | Commit::Recorded(_))) => Ok(outcome.clone()),
-                    // Checked against the newest state when submitted, so the disk can only
-                    // disagree when a batch it depended on failed: run it again.
+                    // Checked against this host's newest state when submitted, so the disk
+                    // disagrees when a batch it depended on failed, or when another host
+                    // sharing the store committed first (or took over its claim): run it
+                    // again.
                     Some(Commit::Conflict) => Ok(Commit::Conflict),
                     None => Err(StorageError("the store answered fewer commits".into())),
                 },

@@ -43,6 +43,10 @@ impl Pipeline<SqliteDisk> {
 pub struct SqliteDisk {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
+    /// An exclusive lock on `<file>.lock` for as long as the store is open: a second host
+    /// on the same file would double-book (each orders commits in its own memory), so it
+    /// is refused at start.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for SqliteDisk {
@@ -62,6 +66,7 @@ impl SqliteDisk {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StorageError(format!("cannot create {}: {e}", dir.display())))?;
         }
+        let lock = lock(path)?;
         let writer = Connection::open(path)
             .map_err(|e| StorageError(format!("cannot open {}: {e}", path.display())))?;
         writer
@@ -85,6 +90,7 @@ impl SqliteDisk {
         Ok(SqliteDisk {
             writer: Mutex::new(writer),
             readers,
+            _lock: lock,
         })
     }
 
@@ -107,6 +113,30 @@ impl SqliteDisk {
 
     fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Takes the lock that makes one process the file's only user.
+fn lock(path: &Path) -> Result<std::fs::File, StorageError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|e| StorageError(format!("cannot open {}: {e}", Path::new(&name).display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError(format!(
+            "{} is in use by another host: SQLite serves one host; hosts that share \
+             bookings need [store] backend = \"postgres\" (docs/scale-out.md)",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StorageError(format!(
+            "cannot lock {}: {e}",
+            Path::new(&name).display()
+        ))),
     }
 }
 
@@ -358,6 +388,16 @@ pub mod tests {
             t.join().unwrap();
         }
         assert_eq!(s.get("c", "n").unwrap().as_deref(), Some(&b"16"[..]));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_second_host_on_the_same_file_is_refused() {
+        let (s, dir) = temp_store("second-host");
+        let second = SqliteStorage::open(&dir.join("store.db")).unwrap_err();
+        assert!(second.0.contains("in use by another host"), "{second}");
+        drop(s);
+        SqliteStorage::open(&dir.join("store.db")).expect("free once the first has closed");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

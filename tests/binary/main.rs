@@ -5,6 +5,7 @@
 //! package builds the host's `main` once more as `followup-cli` (same source, same
 //! library).
 
+mod cluster;
 mod crash;
 mod logon;
 mod logs;

@@ -1,0 +1,549 @@
+//! Several host processes on one PostgreSQL database, as `docs/scale-out.md` runs them:
+//! capacity counted exactly across hosts, a booking sent to all of them at once run once,
+//! hosts killed while clients book, and the database restarted under load.
+
+use crate::support::{Host, scratch, write_config};
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use followup_host::config::{
+    Config, HttpGrant, Limits, PluginManifest, RouteConfig, StoreBackend, TokenConfig,
+};
+use followup_host::storage::postgres::local::LocalCluster;
+use followup_tests::configs::example_booker;
+use followup_tests::guests;
+use followup_tests::http::{example, try_send};
+use followup_tests::knob;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The variable the hosts read the connection string from.
+const URL_ENV: &str = "FOLLOWUP_TEST_DATABASE_URL";
+
+/// `n` hosts serving `config` on the database at `url`, each with its own directory.
+fn hosts(label: &str, config: &Config, url: &str, n: usize) -> (Vec<Host>, Vec<PathBuf>) {
+    let mut config = config.clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.cache_dir = "cache".into();
+    config.versions_dir = "versions".into();
+    config.store.backend = StoreBackend::Postgres;
+    config.store.url_env = URL_ENV.into();
+    config.watch.enabled = false;
+    let config = config.checked().unwrap();
+    let dirs: Vec<PathBuf> = (0..n)
+        .map(|i| scratch(&format!("{label}-host{i}")))
+        .collect();
+    let hosts = dirs
+        .iter()
+        .map(|dir| {
+            let file = write_config(dir, &config);
+            Host::serve(&["--config", file.to_str().unwrap()], false, |c| {
+                c.env(URL_ENV, url);
+            })
+        })
+        .collect();
+    (hosts, dirs)
+}
+
+/// Reads one row of the database at `url`.
+async fn query_one(url: &str, sql: &str) -> tokio_postgres::Row {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.query_one(sql, &[]).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hosts_count_capacity_exactly_across_them() {
+    let cluster = LocalCluster::shared().unwrap();
+    let url = cluster.database("capacity").unwrap();
+    let config = Config::default()
+        .with_token(TokenConfig::off())
+        .with_plugin("booker", example_booker().with_value("daily_capacity", "3"))
+        .with_route(RouteConfig::book_job("/workorders/{0}/followup", "booker").named("followup"));
+    let (hosts, dirs) = hosts("capacity", &config, &url, 3);
+    let body = example("book-job.minimal.json");
+    let client = reqwest::Client::new();
+    // 50 bookings of the same day and area at once, spread over the three hosts.
+    let answers = futures_util::future::join_all((0..50).map(|n| {
+        let request = client
+            .post(format!(
+                "{}/workorders/WO-{n}/followup",
+                hosts[n % hosts.len()].base
+            ))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        async move { try_send(request).await.unwrap() }
+    }))
+    .await;
+    let booked: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
+    let refused = answers
+        .iter()
+        .filter(|a| a.status == 500 && a.error_type() == "slot-unavailable")
+        .count();
+    let others: Vec<_> = answers
+        .iter()
+        .filter(|a| a.status != 200 && a.error_type() != "slot-unavailable")
+        .map(|a| (a.status, a.text.clone()))
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+    assert_eq!(booked.len(), 3, "capacity 3 across three hosts");
+    assert_eq!(refused, 47);
+    let mut numbers: Vec<&str> = booked
+        .iter()
+        .map(|a| a.json["OrderNum"].as_str().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, ["FU-00000001", "FU-00000002", "FU-00000003"]);
+    let journaled: i64 = query_one(&url, "SELECT count(*) FROM journal").await.get(0);
+    assert_eq!(journaled, 3);
+    drop(hosts);
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A back end that counts the bookings it receives and answers each after `delay`.
+async fn counting_back_end(delay: Duration) -> (String, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let app = Router::new()
+        .route(
+            "/bookings/{wo}",
+            post(move |State(count): State<Arc<AtomicUsize>>| async move {
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(delay).await;
+                (
+                    axum::http::StatusCode::CREATED,
+                    format!(r#"{{"orderNumber":"ACME-{n}"}}"#),
+                )
+            }),
+        )
+        .with_state(count.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (origin, count)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_booking_sent_to_three_hosts_at_once_runs_once() {
+    let cluster = LocalCluster::shared().unwrap();
+    let url = cluster.database("once").unwrap();
+    let (origin, received) = counting_back_end(Duration::from_millis(300)).await;
+    let forwarder = PluginManifest::new(guests::REST_FORWARDER)
+        .with_limits(Limits {
+            timeout_ms: 3000,
+            ..Limits::default()
+        })
+        .with_http(HttpGrant {
+            timeout_ms: 2000,
+            ..HttpGrant::allowing([origin.as_str()])
+        })
+        .with_value("base_url", &origin)
+        .with_secret("api_key", "CARGO_PKG_NAME");
+    let config = Config::default()
+        .with_token(TokenConfig::off())
+        .with_plugin("forwarder", forwarder)
+        .with_plugin("booker", example_booker())
+        .with_route(RouteConfig::book_job("/forward/{0}", "forwarder").named("forward"))
+        .with_route(RouteConfig::book_job("/workorders/{0}/followup", "booker").named("followup"));
+    let (hosts, dirs) = hosts("once", &config, &url, 3);
+    let body = example("book-job.minimal.json");
+    let client = reqwest::Client::new();
+    for path in ["/forward/WO-1", "/workorders/WO-1/followup"] {
+        let answers = futures_util::future::join_all((0..20).map(|i| {
+            let request = client
+                .post(format!("{}{path}", hosts[i % hosts.len()].base))
+                .header("content-type", "application/json")
+                .body(body.clone());
+            async move { try_send(request).await.unwrap() }
+        }))
+        .await;
+        let failed: Vec<_> = answers
+            .iter()
+            .filter(|a| a.status != 200)
+            .map(|a| (a.status, a.text.clone()))
+            .collect();
+        assert!(failed.is_empty(), "{path}: {failed:?}");
+        let mut numbers: Vec<&str> = answers
+            .iter()
+            .map(|a| a.json["OrderNum"].as_str().unwrap())
+            .collect();
+        numbers.dedup();
+        assert_eq!(numbers.len(), 1, "{path}: one order number: {numbers:?}");
+        assert_eq!(
+            answers.iter().filter(|a| !a.replayed).count(),
+            1,
+            "{path}: one run, the rest answered from the journal"
+        );
+    }
+    // The customer's system was called once.
+    assert_eq!(received.load(Ordering::SeqCst), 1);
+    let sequence: Vec<u8> = query_one(
+        &url,
+        "SELECT value FROM kv WHERE ns = 'booker' AND key = 'sequence/order'",
+    )
+    .await
+    .get(0);
+    assert_eq!(sequence, b"1", "the sequence advanced once");
+    drop(hosts);
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// What happened to one booking (work order `WO-n`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    /// 200 with this order number.
+    Booked(String),
+    /// No answer: the host died with the request in flight, or was down.
+    NoAnswer,
+    /// Another answer: status, error type.
+    Failed(u16, String),
+}
+
+async fn book(client: &reqwest::Client, base: &str, n: usize, body: &str) -> (Outcome, Duration) {
+    let started = std::time::Instant::now();
+    let request = client
+        .post(format!("{base}/workorders/WO-{n}/followup"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    let outcome = match try_send(request).await {
+        Ok(a) if a.status == 200 => {
+            Outcome::Booked(a.json["OrderNum"].as_str().unwrap_or("").into())
+        }
+        Ok(a) => Outcome::Failed(a.status, a.error_type().to_string()),
+        Err(_) => Outcome::NoAnswer,
+    };
+    (outcome, started.elapsed())
+}
+
+/// Checks the database against the answers: every booking answered 200 is journaled once
+/// with the order number it was answered, order numbers are unique, and the sequence took
+/// one number per record, with no gap. The number of records.
+async fn journal_matches(url: &str, booked: &BTreeMap<usize, String>) -> usize {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query("SELECT key, response FROM journal", &[])
+        .await
+        .unwrap();
+    let journal: BTreeMap<String, String> = rows
+        .iter()
+        .map(|r| {
+            let response: Vec<u8> = r.get(1);
+            let json: serde_json::Value = serde_json::from_slice(&response).unwrap_or_default();
+            (
+                r.get(0),
+                json["OrderNum"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let parsed: serde_json::Value =
+        serde_json::from_str(&example("book-job.minimal.json")).unwrap();
+    let missing: Vec<_> = booked
+        .iter()
+        .filter(|(n, order)| {
+            let key = followup_host::journal::idempotency_key(
+                "followup",
+                Some(&format!("WO-{n}")),
+                &parsed,
+            );
+            journal.get(&key) != Some(*order)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "answered but not journaled: {missing:?}"
+    );
+    let numbers: BTreeSet<&String> = journal.values().collect();
+    assert_eq!(numbers.len(), journal.len(), "an order number given twice");
+    let sequence: Vec<u8> = client
+        .query_one(
+            "SELECT value FROM kv WHERE ns = 'booker' AND key = 'sequence/order'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let sequence: usize = String::from_utf8(sequence).unwrap().parse().unwrap();
+    assert_eq!(
+        sequence,
+        journal.len(),
+        "one number of the sequence per record"
+    );
+    let expected: BTreeSet<String> = (1..=sequence).map(|i| format!("FU-{i:08}")).collect();
+    assert!(numbers.iter().all(|n| expected.contains(*n)), "gap-free");
+    journal.len()
+}
+
+/// The example plugin on its route, with a deadline that a loaded test machine (several
+/// host processes on two cores) does not reach: these tests are about the store.
+fn booker_config() -> Config {
+    let booker = example_booker().with_limits(Limits {
+        timeout_ms: 5000,
+        ..Limits::default()
+    });
+    Config::default()
+        .with_token(TokenConfig::off())
+        .with_plugin("booker", booker)
+        .with_route(RouteConfig::book_job("/workorders/{0}/followup", "booker").named("followup"))
+}
+
+/// Hosts killed with SIGKILL one after another while clients book through them, each
+/// unanswered booking sent again to another host: no booking answered 200 is missing from
+/// the journal, none booked twice, the sequence has no gap. `scripts/crash-test --cluster`
+/// runs more rounds; knobs `FOLLOWUP_CLUSTER_KILLS` (3), `FOLLOWUP_CRASH_CLIENTS` (12).
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_killed_while_clients_book_lose_and_double_nothing() {
+    let kills = knob("FOLLOWUP_CLUSTER_KILLS", 3) as usize;
+    let clients = knob("FOLLOWUP_CRASH_CLIENTS", 12) as usize;
+    let cluster = LocalCluster::shared().unwrap();
+    let url = cluster.database("killed").unwrap();
+    let mut config = booker_config();
+    config.store.claim_seconds = 2;
+    let (hosts, dirs) = hosts("killed", &config, &url, 3);
+    let bases: Arc<Mutex<Vec<String>>> =
+        Arc::new(Mutex::new(hosts.iter().map(|h| h.base.clone()).collect()));
+    let mut hosts = hosts;
+    let body = example("book-job.minimal.json");
+    let client = reqwest::Client::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (bases, body, stop, next, client) = (
+                bases.clone(),
+                body.clone(),
+                stop.clone(),
+                next.clone(),
+                client.clone(),
+            );
+            tokio::spawn(async move {
+                let mut answered = BTreeMap::new();
+                let (mut sent_again, mut pick) = (0, c);
+                while !stop.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    // Until answered: a booking cut off is sent to the next host.
+                    for attempt in 0.. {
+                        pick += 1;
+                        let base = {
+                            let bases = bases.lock().unwrap();
+                            bases[pick % bases.len()].clone()
+                        };
+                        match book(&client, &base, n, &body).await.0 {
+                            Outcome::Booked(order) => {
+                                answered.insert(n, Ok(order));
+                                break;
+                            }
+                            Outcome::NoAnswer if attempt < 100 => {
+                                sent_again += 1;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            other => {
+                                answered.insert(n, Err(other));
+                                break;
+                            }
+                        }
+                    }
+                }
+                (answered, sent_again)
+            })
+        })
+        .collect();
+    for k in 0..kills {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let i = k % hosts.len();
+        hosts[i].kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let file = dirs[i].join("followup.toml");
+        let u = url.clone();
+        hosts[i] = Host::serve(&["--config", file.to_str().unwrap()], false, move |c| {
+            c.env(URL_ENV, u);
+        });
+        bases.lock().unwrap()[i] = hosts[i].base.clone();
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut booked = BTreeMap::new();
+    let mut sent_again = 0;
+    for task in tasks {
+        let (answered, again) = task.await.unwrap();
+        sent_again += again;
+        for (n, outcome) in answered {
+            match outcome {
+                Ok(order) => {
+                    booked.insert(n, order);
+                }
+                Err(other) => panic!("WO-{n}: {other:?}"),
+            }
+        }
+    }
+    let records = journal_matches(&url, &booked).await;
+    assert_eq!(records, booked.len(), "one record per booking");
+    println!(
+        "cluster crash test: {kills} SIGKILLs of 3 hosts under {clients} clients in {:.1} s; \
+         {} bookings answered 200, {sent_again} sends of cut-off bookings to another host; \
+         journal {records} records; missing 0, doubled 0, sequence gap-free",
+        started.elapsed().as_secs_f64(),
+        booked.len()
+    );
+    drop(hosts);
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// PostgreSQL stopped as a crash would under load, then started again: meanwhile bookings
+/// answer `store-unavailable` (quickly) and `/readyz` says not ready; afterwards nothing
+/// answered is lost and bookings succeed again without restarting the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_restart_is_answered_store_unavailable_and_service_resumes() {
+    let mut cluster = LocalCluster::temporary("restart").unwrap();
+    let url = cluster.url();
+    let mut config = booker_config();
+    config.store.statement_timeout_ms = 1000;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.cache_dir = "cache".into();
+    config.versions_dir = "versions".into();
+    config.store.backend = StoreBackend::Postgres;
+    config.store.url_env = URL_ENV.into();
+    config.watch.enabled = false;
+    let dir = scratch("pg-restart");
+    let file = write_config(&dir, &config.checked().unwrap());
+    let host = Host::serve(&["--config", file.to_str().unwrap()], true, |c| {
+        c.env(URL_ENV, &url).env("FOLLOWUP_ADMIN_TOKEN", "t");
+    });
+    let admin = host.admin.clone().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let ready = |client: reqwest::Client| {
+        let admin = admin.clone();
+        async move {
+            client
+                .get(format!("{admin}/readyz"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(ready(client.clone()).await, 200);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(0));
+    let answers: Arc<Mutex<Vec<(usize, Outcome, Duration, std::time::Instant)>>> = Arc::default();
+    let body = example("book-job.minimal.json");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (base, body, stop, next, client, answers) = (
+                host.base.clone(),
+                body.clone(),
+                stop.clone(),
+                next.clone(),
+                client.clone(),
+                answers.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let (outcome, took) = book(&client, &base, n, &body).await;
+                    answers
+                        .lock()
+                        .unwrap()
+                        .push((n, outcome, took, std::time::Instant::now()));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let down_at = std::time::Instant::now();
+    cluster.stop(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ready_while_down = ready(client.clone()).await;
+    cluster.start().unwrap();
+    let up_at = std::time::Instant::now();
+    // Back by itself: the first booking answered 200 after the database returned.
+    let mut back = None;
+    while up_at.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        back = answers
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, o, _, at)| *at > up_at && matches!(o, Outcome::Booked(_)))
+            .map(|(_, _, _, at)| at.duration_since(up_at));
+        if back.is_some() {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let ready_after = ready(client.clone()).await;
+    let answers = answers.lock().unwrap().clone();
+    let unavailable: Vec<Duration> = answers
+        .iter()
+        .filter(|(_, o, _, _)| *o == Outcome::Failed(500, "store-unavailable".into()))
+        .map(|(_, _, took, _)| *took)
+        .collect();
+    let others: Vec<_> = answers
+        .iter()
+        .filter(|(_, o, _, _)| {
+            !matches!(o, Outcome::Booked(_))
+                && *o != Outcome::Failed(500, "store-unavailable".into())
+        })
+        .collect();
+    assert!(
+        others.is_empty(),
+        "only store-unavailable while down: {} others, first {:?}",
+        others.len(),
+        others.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(!unavailable.is_empty(), "the outage was answered");
+    let slowest = unavailable.iter().max().unwrap();
+    // Bounded by the store's timeouts (1 s here), far below the client's 30 s.
+    assert!(*slowest < Duration::from_secs(10), "{slowest:?}");
+    assert_eq!(ready_while_down, 503);
+    assert_eq!(ready_after, 200);
+    let back = back.expect("bookings succeed again without a restart");
+    let booked: BTreeMap<usize, String> = answers
+        .iter()
+        .filter_map(|(n, o, _, _)| match o {
+            Outcome::Booked(order) => Some((*n, order.clone())),
+            _ => None,
+        })
+        .collect();
+    let records = journal_matches(&url, &booked).await;
+    let mut took: Vec<Duration> = unavailable.clone();
+    took.sort();
+    println!(
+        "database restart: down {:.1} s; {} bookings answered 200 ({records} journaled), {} \
+         answered store-unavailable (p50 {:?}, max {:?}); first 200 {:?} after the database \
+         was back",
+        (up_at - down_at).as_secs_f64(),
+        booked.len(),
+        unavailable.len(),
+        took[took.len() / 2],
+        slowest,
+        back
+    );
+    drop(host);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -31,7 +31,7 @@ use crate::plugin::LoadedPlugin;
 use crate::runtime::PluginRuntime;
 use crate::runtime::Services;
 use crate::storage::kv::KvSession;
-use crate::storage::{Batch, Commit, Leases, Recorded, SharedStorage, StorageError};
+use crate::storage::{self, Batch, Commit, Leases, Recorded, SharedStorage, StorageError};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -340,7 +340,11 @@ async fn book(
             error.type = tracing::field::Empty,
         );
         let committed = async {
-            let pending = blocking(&app.storage, move || storage.submit(batch)).await?;
+            let pending = if storage.submit_waits_on_io() {
+                blocking(&app.storage, move || storage.submit(batch)).await?
+            } else {
+                storage.submit(batch).map_err(unavailable)?
+            };
             // Ordered: the next booking of the namespace may run on what this one wrote.
             drop((shared, exclusive));
             pending.durable().await.map_err(unavailable)
@@ -429,9 +433,12 @@ impl HostClaim {
         // A holder that lives renews; one that died expires within `ttl`.
         let give_up = Instant::now() + ttl * 3;
         loop {
-            let (s, k) = (app.storage.clone(), key.to_string());
-            if let Some(fence) = blocking(&app.storage, move || leases(&s).claim(&k, ttl)).await? {
-                return Ok(Ok(Some(HostClaim::held(app, key, fence))));
+            match shared.claim(key, ttl).await.map_err(unavailable)? {
+                storage::Claim::Held(fence) => {
+                    return Ok(Ok(Some(HostClaim::held(app, key, fence))));
+                }
+                storage::Claim::Recorded(done) => return Ok(Err(done)),
+                storage::Claim::Busy => {}
             }
             tokio::select! {
                 () = woken.notified() => {}
@@ -457,10 +464,7 @@ impl HostClaim {
         let renewer = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ttl / 3).await;
-                let (s, k) = (storage.clone(), k.clone());
-                let renewed =
-                    tokio::task::spawn_blocking(move || leases(&s).renew(&k, fence, ttl)).await;
-                if !matches!(renewed, Ok(Ok(true))) {
+                if !matches!(leases(&storage).renew(&k, fence, ttl).await, Ok(true)) {
                     tracing::warn!("a booking's claim across hosts could not be renewed");
                     return;
                 }
@@ -479,8 +483,8 @@ impl HostClaim {
     /// Before a booking runs again: its claim must still be this host's, else another host
     /// took the booking over (this one stalled past the claim's life) and answers it.
     async fn still_held(&self, app: &Journal) -> Result<(), ApiError> {
-        let (s, k, fence, ttl) = (self.storage.clone(), self.key.clone(), self.fence, self.ttl);
-        if blocking(&app.storage, move || leases(&s).renew(&k, fence, ttl)).await? {
+        let renewed = leases(&app.storage).renew(&self.key, self.fence, self.ttl);
+        if renewed.await.map_err(unavailable)? {
             return Ok(());
         }
         Err(ApiError::new(
@@ -497,13 +501,9 @@ impl Drop for HostClaim {
             return;
         }
         // A booking that failed or was answered from the journal: the next may run at once.
-        let (s, k, fence) = (
-            self.storage.clone(),
-            std::mem::take(&mut self.key),
-            self.fence,
-        );
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = leases(&s).release(&k, fence) {
+        let release = leases(&self.storage).release(&self.key, self.fence);
+        tokio::spawn(async move {
+            if let Err(e) = release.await {
                 tracing::warn!("a booking's claim across hosts could not be released: {e}");
             }
         });

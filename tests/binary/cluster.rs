@@ -286,6 +286,9 @@ async fn journal_matches(url: &str, booked: &BTreeMap<usize, String>) -> usize {
     journal.len()
 }
 
+/// A booking's number, outcome, time taken, and when it was answered.
+type Answered = (usize, Outcome, Duration, std::time::Instant);
+
 /// The example plugin on its route, with a deadline that a loaded test machine (several
 /// host processes on two cores) does not reach: these tests are about the store.
 fn booker_config() -> Config {
@@ -445,7 +448,7 @@ async fn a_database_restart_is_answered_store_unavailable_and_service_resumes() 
 
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicUsize::new(0));
-    let answers: Arc<Mutex<Vec<(usize, Outcome, Duration, std::time::Instant)>>> = Arc::default();
+    let answers: Arc<Mutex<Vec<Answered>>> = Arc::default();
     let body = example("book-job.minimal.json");
     let tasks: Vec<_> = (0..8)
         .map(|_| {

@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod postgres;
 pub mod sqlite;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
@@ -139,6 +140,10 @@ pub trait Storage: Send + Sync + 'static {
     fn waits_on_io(&self) -> bool {
         true
     }
+    /// Whether [`Storage::submit`] may wait on I/O (else async code calls it inline).
+    fn submit_waits_on_io(&self) -> bool {
+        self.waits_on_io()
+    }
     /// Claims across hosts, for a store that several hosts share (`None`: this host is
     /// the store's only user, and its own bookkeeping of running bookings suffices).
     fn leases(&self) -> Option<&dyn Leases> {
@@ -150,17 +155,32 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
+/// What a call to a store resolves to, when it is made asynchronously.
+pub type StoreFuture<T> = std::pin::Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send>>;
+
+/// What claiming a booking found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Claimed, and not in the journal: run it, and commit with this fence.
+    Held(u64),
+    /// Already completed (by any host): answer this; no claim is kept.
+    Recorded(Recorded),
+    /// Running elsewhere: wait for its claim to end.
+    Busy,
+}
+
 /// Claims on bookings for a store several hosts share: the holder of a key's claim is the
 /// only host that runs that booking until the claim ends (its commit, its release, or its
 /// expiry: a host that dies holding one costs its bookings the claim's time to live).
+/// Asynchronous, because every one is a round trip that a booking waits for.
 pub trait Leases: Send + Sync {
-    /// Claims `key` for `ttl` unless another holder's claim is still live: the fence this
-    /// holder's commit must present ([`Batch::lease`]), or `None` while someone else holds it.
-    fn claim(&self, key: &str, ttl: Duration) -> Result<Option<u64>, StorageError>;
+    /// Claims `key` for `ttl` unless another holder's claim is still live, then reads the
+    /// journal: a booking completed before the claim was made is answered from it.
+    fn claim(&self, key: &str, ttl: Duration) -> StoreFuture<Claim>;
     /// Extends a claim still held with `fence`; false if it was lost.
-    fn renew(&self, key: &str, fence: u64, ttl: Duration) -> Result<bool, StorageError>;
+    fn renew(&self, key: &str, fence: u64, ttl: Duration) -> StoreFuture<bool>;
     /// Ends a claim held with `fence` (a booking that failed: the next may run at once).
-    fn release(&self, key: &str, fence: u64) -> Result<(), StorageError>;
+    fn release(&self, key: &str, fence: u64) -> StoreFuture<()>;
     /// Notified (at least once) when a claim on `key` held elsewhere may have ended: a
     /// hint, so waiters also poll. [`Leases::unwatch`] when done.
     fn watch(&self, key: &str) -> Arc<Notify>;

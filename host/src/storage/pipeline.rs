@@ -281,6 +281,12 @@ impl<D: Durable> Storage for Pipeline<D> {
         self.shared.disk.waits_on_io()
     }
 
+    fn submit_waits_on_io(&self) -> bool {
+        // A local file's checks read like `get` does; a remote backend's are all made by
+        // the backend when the group is written, so submitting only queues.
+        false
+    }
+
     fn leases(&self) -> Option<&dyn super::Leases> {
         self.shared.disk.leases()
     }

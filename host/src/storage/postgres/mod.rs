@@ -15,6 +15,13 @@
 //! cannot commit over the host that took the booking over. Duplicates wait for the claim
 //! to end: a notification (`LISTEN followup_claims`) wakes them, and they poll in any case.
 //!
+//! Reads are answered from a cache of what this host read or committed, at most
+//! [`FRESH_FOR`] old: a booking's reads are its optimistic assumptions, checked by its
+//! commit, so a value another host changed meanwhile costs a rerun (its keys are dropped
+//! from the cache on the conflict), never a wrong booking; on one host the cache is exact.
+//! Without it, every read of a hot key would be a round trip made while the namespace's
+//! next booking waits.
+//!
 //! The host's code is synchronous where it meets the store, so the client runs on a small
 //! tokio runtime of its own and calls wait for it on a channel; every call is bounded (pool
 //! wait, connect, statement timeout), so an unreachable database is a quick error, which
@@ -23,7 +30,7 @@
 pub mod local;
 pub mod schema;
 
-use super::{Batch, Commit, Durable, Leases, Listing, Recorded, StorageError};
+use super::{Batch, Claim, Commit, Durable, Leases, Listing, Recorded, StorageError, StoreFuture};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -35,6 +42,24 @@ use tokio_postgres::NoTls;
 
 /// The notification channel on which claims that others wait for announce their end.
 const CHANNEL: &str = "followup_claims";
+
+/// The oldest a cached read may be: how far behind other hosts' commits a read may be.
+pub const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// Most values cached; past it the cache starts afresh.
+const CACHED: usize = 100_000;
+
+/// A value read or committed (`None`: absent), and when.
+type Cached = (Option<Vec<u8>>, std::time::Instant);
+
+/// Values read or committed by this host, by namespace and key.
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<(String, String), Cached>,
+    /// Bumped by every commit: a read that began before one does not cache what it read,
+    /// which may predate the commit.
+    commits: u64,
+}
 
 /// How the store connects, from `[store]`.
 #[derive(Debug, Clone)]
@@ -57,6 +82,7 @@ pub struct PgDisk {
     bound: Duration,
     /// Claims this host waits on, by key.
     watchers: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    cache: Mutex<Cache>,
 }
 
 impl std::fmt::Debug for PgDisk {
@@ -168,6 +194,7 @@ impl PgDisk {
             ),
             bound,
             watchers: Arc::default(),
+            cache: Mutex::default(),
         };
         let pool = disk.pool.clone();
         disk.run(async move { migrate(&pool).await })?;
@@ -193,6 +220,32 @@ impl PgDisk {
         });
         rx.recv()
             .unwrap_or_else(|_| Err(err("the database client has stopped")))
+    }
+
+    /// Statements on one connection from the pool, run on the client's runtime: what
+    /// resolves with their outcome, from any runtime, without a blocking thread.
+    fn query_async<T, F, Fut>(&self, f: F) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send,
+    {
+        let (pool, bound) = (self.pool.clone(), self.bound);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.io.handle().spawn(async move {
+            let run = async move {
+                let client = pool.get().await.map_err(pool_err)?;
+                f(client).await.map_err(db)
+            };
+            let outcome = tokio::time::timeout(bound * 2, run)
+                .await
+                .unwrap_or_else(|_| Err(err("the database did not answer in time")));
+            let _ = tx.send(outcome);
+        });
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(err("the database client has stopped")))
+        })
     }
 
     /// Statements on one connection from the pool.
@@ -352,15 +405,71 @@ fn recorded_row(key: &str, row: &tokio_postgres::Row) -> Recorded {
     }
 }
 
+impl PgDisk {
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Brings the cache up to a group's outcome: what the group wrote is what the database
+    /// holds now; what a conflicting booking read was wrong or has changed.
+    fn cache_outcome(&self, batches: &[&Batch], outcome: &Result<Vec<Commit>, StorageError>) {
+        let mut cache = self.cache();
+        cache.commits += 1;
+        let Ok(outcomes) = outcome else {
+            // Perhaps committed, perhaps not: nothing cached can be trusted.
+            cache.entries.clear();
+            return;
+        };
+        let now = std::time::Instant::now();
+        for (batch, outcome) in batches.iter().zip(outcomes) {
+            match outcome {
+                Commit::Done => {
+                    for (key, value) in &batch.writes {
+                        cache
+                            .entries
+                            .insert((batch.ns.clone(), key.clone()), (value.clone(), now));
+                    }
+                }
+                Commit::Conflict => {
+                    for (key, _) in &batch.expect {
+                        cache.entries.remove(&(batch.ns.clone(), key.clone()));
+                    }
+                }
+                Commit::Recorded(_) => {}
+            }
+        }
+        if cache.entries.len() > CACHED {
+            cache.entries.clear();
+        }
+    }
+}
+
 impl Durable for PgDisk {
     fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let (ns, key) = (ns.to_string(), key.to_string());
-        self.query(move |c| async move {
+        let at = (ns.to_string(), key.to_string());
+        let commits = {
+            let cache = self.cache();
+            if let Some((value, when)) = cache.entries.get(&at)
+                && when.elapsed() < FRESH_FOR
+            {
+                return Ok(value.clone());
+            }
+            cache.commits
+        };
+        let (ns, key) = at.clone();
+        let value = self.query(move |c| async move {
             let stmt = c
                 .prepare_cached("SELECT value FROM kv WHERE ns = $1 AND key = $2")
                 .await?;
             Ok(c.query_opt(&stmt, &[&ns, &key]).await?.map(|r| r.get(0)))
-        })
+        })?;
+        let mut cache = self.cache();
+        if cache.commits == commits && cache.entries.len() < CACHED {
+            cache
+                .entries
+                .insert(at, (value.clone(), std::time::Instant::now()));
+        }
+        Ok(value)
     }
 
     fn list(&self, ns: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StorageError> {
@@ -422,30 +531,16 @@ impl Durable for PgDisk {
             .iter()
             .map(|b| b.journal.as_ref().map(|j| j.key.clone()))
             .collect();
-        let rows = self.query(move |c| async move {
-            let stmt = c
-                .prepare_cached("SELECT * FROM followup_commit($1::TEXT::JSONB)")
-                .await?;
-            c.query(&stmt, &[&group]).await
-        })?;
-        if rows.len() != keys.len() {
-            return Err(err("the database answered fewer commits than it was given"));
-        }
-        rows.iter()
-            .zip(keys)
-            .map(|(row, key)| match row.get::<_, &str>(0) {
-                "done" => Ok(Commit::Done),
-                "conflict" => Ok(Commit::Conflict),
-                "recorded" => Ok(Commit::Recorded(Recorded {
-                    key: key.unwrap_or_default(),
-                    route: row.get(1),
-                    plugin: row.get(2),
-                    response: row.get(3),
-                    at: row.get::<_, i64>(4) as u64,
-                })),
-                other => Err(err(format_args!("unknown commit outcome {other}"))),
+        let outcome = self
+            .query(move |c| async move {
+                let stmt = c
+                    .prepare_cached("SELECT * FROM followup_commit($1::TEXT::JSONB)")
+                    .await?;
+                c.query(&stmt, &[&group]).await
             })
-            .collect()
+            .and_then(|rows| outcomes(&rows, keys));
+        self.cache_outcome(batches, &outcome);
+        outcome
     }
 
     fn waits_on_io(&self) -> bool {
@@ -461,12 +556,41 @@ impl Durable for PgDisk {
     }
 }
 
+/// What `followup_commit` answered for each booking of a group.
+fn outcomes(
+    rows: &[tokio_postgres::Row],
+    keys: Vec<Option<String>>,
+) -> Result<Vec<Commit>, StorageError> {
+    if rows.len() != keys.len() {
+        return Err(err("the database answered fewer commits than it was given"));
+    }
+    rows.iter()
+        .zip(keys)
+        .map(|(row, key)| match row.get::<_, &str>(0) {
+            "done" => Ok(Commit::Done),
+            "conflict" => Ok(Commit::Conflict),
+            "recorded" => Ok(Commit::Recorded(Recorded {
+                key: key.unwrap_or_default(),
+                route: row.get(1),
+                plugin: row.get(2),
+                response: row.get(3),
+                at: row.get::<_, i64>(4) as u64,
+            })),
+            other => Err(err(format_args!("unknown commit outcome {other}"))),
+        })
+        .collect()
+}
+
+const RELEASE: &str =
+    "WITH ended AS (DELETE FROM claims WHERE key = $1 AND fence = $2 RETURNING waited)
+     SELECT pg_notify('followup_claims', $1) FROM ended WHERE waited";
+
 impl Leases for PgDisk {
-    fn claim(&self, key: &str, ttl: Duration) -> Result<Option<u64>, StorageError> {
+    fn claim(&self, key: &str, ttl: Duration) -> StoreFuture<Claim> {
         let (key, holder) = (key.to_string(), self.holder.clone());
         let ms = ttl.as_millis() as f64;
-        self.query(move |c| async move {
-            let stmt = c
+        self.query_async(move |c| async move {
+            let claim = c
                 .prepare_cached(
                     "INSERT INTO claims (key, holder, fence, expires)
                      VALUES ($1, $2, nextval('claim_fences'),
@@ -478,20 +602,40 @@ impl Leases for PgDisk {
                      RETURNING fence",
                 )
                 .await?;
-            if let Some(row) = c.query_opt(&stmt, &[&key, &holder, &ms]).await? {
-                return Ok(Some(row.get::<_, i64>(0) as u64));
-            }
-            // Held elsewhere: ask its holder to announce the end.
-            c.execute("UPDATE claims SET waited = true WHERE key = $1", &[&key])
+            let read = c
+                .prepare_cached("SELECT route, plugin, response, at FROM journal WHERE key = $1")
                 .await?;
-            Ok(None)
+            // One round trip: the journal is read after the claim is made (the server runs
+            // pipelined statements in order, each with a fresh snapshot), so a booking
+            // that another host completed before the claim succeeded is seen here.
+            let (claimed, recorded) = futures_util::future::try_join(
+                c.query_opt(&claim, &[&key, &holder, &ms]),
+                c.query_opt(&read, &[&key]),
+            )
+            .await?;
+            let fence = claimed.map(|row| row.get::<_, i64>(0));
+            match (fence, recorded) {
+                (fence, Some(row)) => {
+                    if let Some(fence) = fence {
+                        c.execute(RELEASE, &[&key, &fence]).await?;
+                    }
+                    Ok(Claim::Recorded(recorded_row(&key, &row)))
+                }
+                (Some(fence), None) => Ok(Claim::Held(fence as u64)),
+                (None, None) => {
+                    // Held elsewhere: ask its holder to announce the end.
+                    c.execute("UPDATE claims SET waited = true WHERE key = $1", &[&key])
+                        .await?;
+                    Ok(Claim::Busy)
+                }
+            }
         })
     }
 
-    fn renew(&self, key: &str, fence: u64, ttl: Duration) -> Result<bool, StorageError> {
+    fn renew(&self, key: &str, fence: u64, ttl: Duration) -> StoreFuture<bool> {
         let key = key.to_string();
         let (fence, ms) = (fence as i64, ttl.as_millis() as f64);
-        self.query(move |c| async move {
+        self.query_async(move |c| async move {
             let n = c
                 .execute(
                     "UPDATE claims SET expires = now() + $3::FLOAT8 * interval '1 millisecond'
@@ -503,18 +647,12 @@ impl Leases for PgDisk {
         })
     }
 
-    fn release(&self, key: &str, fence: u64) -> Result<(), StorageError> {
+    fn release(&self, key: &str, fence: u64) -> StoreFuture<()> {
         let key = key.to_string();
         let fence = fence as i64;
-        self.query(move |c| async move {
-            c.execute(
-                "WITH ended AS (DELETE FROM claims WHERE key = $1 AND fence = $2 RETURNING waited)
-                 SELECT pg_notify('followup_claims', $1) FROM ended WHERE waited",
-                &[&key, &fence],
-            )
-            .await
-            .map(drop)
-        })
+        self.query_async(
+            move |c| async move { c.execute(RELEASE, &[&key, &fence]).await.map(drop) },
+        )
     }
 
     fn watch(&self, key: &str) -> Arc<Notify> {
@@ -598,13 +736,25 @@ pub mod tests {
         for t in threads {
             t.join().unwrap();
         }
+        // A host's reads may lag the other's commits by the cache's freshness, no more.
+        std::thread::sleep(FRESH_FOR);
         assert_eq!(a.get("c", "n").unwrap().as_deref(), Some(&b"80"[..]));
         assert_eq!(b.get("c", "n").unwrap().as_deref(), Some(&b"80"[..]));
     }
 
+    /// Waits for a claim call (from a test's plain thread).
+    fn wait<T>(f: StoreFuture<T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+            .unwrap()
+    }
+
     /// A claim keeps a booking to one host: the second host is refused while it lives,
     /// takes it over once it expires, and the first host's commit with the stale fence
-    /// applies nothing.
+    /// applies nothing; once committed, claiming finds the journal's answer.
     #[test]
     fn a_claim_is_one_hosts_until_it_ends_or_expires() {
         let cluster = LocalCluster::shared().unwrap();
@@ -613,15 +763,16 @@ pub mod tests {
         let b = Pipeline::new(PgDisk::open(&options(url)).unwrap()).unwrap();
         let (la, lb) = (a.leases().unwrap(), b.leases().unwrap());
         let short = Duration::from_millis(300);
-        let first = la.claim("k", short).unwrap().expect("free");
-        assert_eq!(lb.claim("k", short).unwrap(), None, "held by a");
+        let Claim::Held(first) = wait(la.claim("k", short)) else {
+            panic!("free")
+        };
+        assert_eq!(wait(lb.claim("k", short)), Claim::Busy, "held by a");
         std::thread::sleep(Duration::from_millis(400));
-        let second = lb
-            .claim("k", Duration::from_secs(30))
-            .unwrap()
-            .expect("expired");
+        let Claim::Held(second) = wait(lb.claim("k", Duration::from_secs(30))) else {
+            panic!("expired")
+        };
         assert!(second > first);
-        assert!(!la.renew("k", first, short).unwrap(), "a lost it");
+        assert!(!wait(la.renew("k", first, short)), "a lost it");
         let journal = |response: &[u8]| Recorded {
             key: "k".into(),
             route: "r".into(),
@@ -642,15 +793,25 @@ pub mod tests {
             ..counter(None)
         };
         assert_eq!(b.commit(current).unwrap(), Commit::Done);
-        assert_eq!(a.recorded("k").unwrap().unwrap().response, b"b");
-        // The commit ended the claim: the key is free again (a retry is then answered
-        // from the journal, which the booking reads after claiming).
-        let third = la
-            .claim("k", short)
-            .unwrap()
-            .expect("free after the commit");
-        la.release("k", third).unwrap();
-        assert!(lb.claim("k", short).unwrap().is_some(), "released");
+        let recorded = a.recorded("k").unwrap().unwrap();
+        assert_eq!(recorded.response, b"b");
+        // The commit ended the claim; claiming the key again finds the journal's answer
+        // (and keeps no claim).
+        assert_eq!(
+            wait(la.claim("k", short)),
+            Claim::Recorded(recorded.clone())
+        );
+        assert_eq!(wait(lb.claim("k", short)), Claim::Recorded(recorded));
+        // A claim released by a booking that failed frees the key at once.
+        let Claim::Held(f) = wait(la.claim("other", Duration::from_secs(30))) else {
+            panic!("free")
+        };
+        assert_eq!(wait(lb.claim("other", short)), Claim::Busy);
+        wait(la.release("other", f));
+        assert!(
+            matches!(wait(lb.claim("other", short)), Claim::Held(_)),
+            "released"
+        );
     }
 
     /// A waiter on another host is woken by the end of the claim it waits for.
@@ -662,12 +823,14 @@ pub mod tests {
         let b = Pipeline::new(PgDisk::open(&options(url)).unwrap()).unwrap();
         let (la, lb) = (a.leases().unwrap(), b.leases().unwrap());
         let ttl = Duration::from_secs(30);
-        let fence = la.claim("w", ttl).unwrap().unwrap();
+        let Claim::Held(fence) = wait(la.claim("w", ttl)) else {
+            panic!("free")
+        };
         let woken = lb.watch("w");
-        assert_eq!(lb.claim("w", ttl).unwrap(), None);
+        assert_eq!(wait(lb.claim("w", ttl)), Claim::Busy);
         // Give b's listener time to have subscribed.
         std::thread::sleep(Duration::from_millis(300));
-        la.release("w", fence).unwrap();
+        wait(la.release("w", fence));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

@@ -151,6 +151,18 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
         return r;
     }
     let degraded = admin.app.degraded();
+    // With a shared store: the live hosts and what each serves.
+    let hosts = match admin.app.live_hosts().await {
+        None => None,
+        Some(Ok(hosts)) => Some(hosts),
+        Some(Err(e)) => {
+            return refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                e.to_string(),
+            );
+        }
+    };
     let plugins: Vec<_> = admin
         .app
         .plugins
@@ -171,6 +183,14 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
             let fallback = degraded.iter().find(|d| d.plugin == p.ident.name).map(|d| {
                 json!({ "refused_file": d.file.display().to_string(), "reason": d.reason })
             });
+            // "sha256:… serving on 3 of 3 hosts", when the store is shared.
+            let serving_on = hosts.as_ref().map(|hosts| {
+                let on = hosts
+                    .iter()
+                    .filter(|h| h.serving.get(&p.ident.name) == Some(&p.hash))
+                    .count();
+                format!("{} serving on {on} of {} hosts", p.ident.version, hosts.len())
+            });
             json!({
                 "name": p.ident.name,
                 "version": p.ident.version,
@@ -180,6 +200,7 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
                 "authenticate": p.login.is_some(),
                 "rollback_to": kept,
                 "degraded": fallback,
+                "serving_on": serving_on,
             })
         })
         .collect();
@@ -190,9 +211,22 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
         .into_iter()
         .map(|d| json!({ "name": d.ident.name, "version": d.ident.version, "in_flight": d.in_flight }))
         .collect();
+    let hosts: Option<Vec<_>> = hosts.map(|hosts| {
+        hosts
+            .iter()
+            .map(|h| {
+                let serving: serde_json::Map<String, serde_json::Value> = h
+                    .serving
+                    .iter()
+                    .map(|(name, hash)| (name.clone(), json!(PluginIdent::version_of(hash))))
+                    .collect();
+                json!({ "id": h.id, "seen_seconds_ago": h.seen_seconds_ago, "serving": serving })
+            })
+            .collect()
+    });
     answer(
         StatusCode::OK,
-        json!({ "plugins": plugins, "draining": draining }),
+        json!({ "plugins": plugins, "draining": draining, "hosts": hosts }),
     )
 }
 

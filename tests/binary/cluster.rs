@@ -550,3 +550,161 @@ async fn a_database_restart_is_answered_store_unavailable_and_service_resumes() 
     drop(host);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Hosts with the admin API on (token `t`), like [`hosts`].
+fn hosts_with_admin(
+    label: &str,
+    config: &Config,
+    url: &str,
+    n: usize,
+) -> (Vec<Host>, Vec<PathBuf>) {
+    let mut config = config.clone();
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.cache_dir = "cache".into();
+    config.versions_dir = "versions".into();
+    config.store.backend = StoreBackend::Postgres;
+    config.store.url_env = URL_ENV.into();
+    config.watch.enabled = false;
+    let config = config.checked().unwrap();
+    let dirs: Vec<PathBuf> = (0..n)
+        .map(|i| scratch(&format!("{label}-host{i}")))
+        .collect();
+    let hosts = dirs
+        .iter()
+        .map(|dir| admin_host(dir, &config, url))
+        .collect();
+    (hosts, dirs)
+}
+
+fn admin_host(dir: &std::path::Path, config: &Config, url: &str) -> Host {
+    let file = write_config(dir, config);
+    Host::serve(&["--config", file.to_str().unwrap()], true, |c| {
+        c.env(URL_ENV, url).env("FOLLOWUP_ADMIN_TOKEN", "t");
+    })
+}
+
+/// The plugin version that answers a new booking on `host`.
+async fn version_answering(client: &reqwest::Client, host: &Host, n: usize) -> String {
+    let request = client
+        .post(format!("{}/workorders/WO-probe-{n}/followup", host.base))
+        .header("content-type", "application/json")
+        .body(example("book-job.minimal.json"));
+    let answer = try_send(request).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    answer.plugin
+}
+
+/// A deploy through one host's admin API is served by every host, a host that starts
+/// later serves it too (not its configured file), and `GET /plugins` on any host says on
+/// how many hosts it serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_through_one_host_is_served_by_every_host() {
+    let cluster = LocalCluster::shared().unwrap();
+    let url = cluster.database("deploys").unwrap();
+    let config = booker_config();
+    let (hosts, mut dirs) = hosts_with_admin("deploys", &config, &url, 3);
+    let client = reqwest::Client::new();
+    let original = std::fs::read(guests::CAPACITY_BOOKER).unwrap();
+    let mut probe = 0;
+    let mut took = Vec::new();
+    for round in 0..5u8 {
+        let bytes = followup_tests::component::with_custom_section(
+            &original,
+            "followup-test-deploy",
+            &[round],
+        );
+        let deployed = client
+            .post(format!(
+                "{}/plugins/booker",
+                hosts[0].admin.as_ref().unwrap()
+            ))
+            .bearer_auth("t")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let answered = std::time::Instant::now();
+        assert_eq!(deployed.status(), 200);
+        let version = deployed.json::<serde_json::Value>().await.unwrap()["version"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // Until every host answers with it.
+        let mut behind: Vec<&Host> = hosts.iter().collect();
+        while !behind.is_empty() {
+            assert!(
+                answered.elapsed() < Duration::from_secs(20),
+                "round {round}: {} hosts still serve another version",
+                behind.len()
+            );
+            let mut still = Vec::new();
+            for host in behind {
+                probe += 1;
+                if !version_answering(&client, host, probe)
+                    .await
+                    .ends_with(&version)
+                {
+                    still.push(host);
+                }
+            }
+            behind = still;
+        }
+        took.push(answered.elapsed());
+    }
+    took.sort();
+    println!(
+        "deploy through host A until all three hosts answer with it, 5 deploys: \
+         min {:?}, median {:?}, max {:?}",
+        took[0],
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    // The hosts say what they serve.
+    let last = version_answering(&client, &hosts[2], 0).await;
+    let version = last.rsplit('@').next().unwrap().to_string();
+    let mut listed = String::new();
+    for _ in 0..50 {
+        let list: serde_json::Value = client
+            .get(format!("{}/plugins", hosts[1].admin.as_ref().unwrap()))
+            .bearer_auth("t")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        listed = list["plugins"][0]["serving_on"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if listed == format!("{version} serving on 3 of 3 hosts") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(listed, format!("{version} serving on 3 of 3 hosts"));
+    // A host that starts afterwards, with its configured (older) file and no history of
+    // its own, serves what the others serve.
+    let dir = scratch("deploys-late");
+    let mut late_config = config.clone();
+    late_config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    late_config.listen = "127.0.0.1:0".parse().unwrap();
+    late_config.cache_dir = "cache".into();
+    late_config.versions_dir = "versions".into();
+    late_config.store.backend = StoreBackend::Postgres;
+    late_config.store.url_env = URL_ENV.into();
+    late_config.watch.enabled = false;
+    let late = admin_host(&dir, &late_config.checked().unwrap(), &url);
+    assert!(
+        version_answering(&client, &late, 1_000)
+            .await
+            .ends_with(&version)
+    );
+    dirs.push(dir);
+    drop(late);
+    drop(hosts);
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

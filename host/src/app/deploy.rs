@@ -86,6 +86,15 @@ impl App {
 
         let candidate = Arc::new(candidate);
         let ident = candidate.ident.clone();
+        // With a shared store, published to every host before it serves here (a version
+        // followed from another host was published there, and its follower holds the lock).
+        let mut applied = match trigger {
+            Trigger::Shared => None,
+            _ => Some(self.shared_applied.lock().await),
+        };
+        if let Some(applied) = applied.as_deref_mut() {
+            self.publish(name, &candidate, trigger, applied).await?;
+        }
         let _one_swap = self.swapping.lock().unwrap_or_else(PoisonError::into_inner);
         let previous = self
             .plugins

@@ -3,6 +3,7 @@
 //! how it is built from the configuration ([`start`]) and changed by deploys ([`deploy`]).
 
 pub mod deploy;
+pub mod shared;
 pub mod start;
 
 use crate::config;
@@ -43,6 +44,8 @@ pub struct App {
     pub storage: storage::SharedStorage,
     /// The idempotency journal: bookings that happen once.
     pub journal: Arc<journal::Journal>,
+    /// The shared versions this host applied (a store several hosts share).
+    shared_applied: shared::Applied,
     pub status_mode: StatusMode,
     pub max_body_bytes: usize,
     pub limits: InputLimits,
@@ -120,6 +123,35 @@ impl App {
             plugins.insert(name.clone(), Arc::new(loaded));
             samples.insert(name.clone(), read_samples(name, manifest)?);
         }
+        // A store several hosts share decides which version serves.
+        let mut adopted = Vec::new();
+        let mut applied = HashMap::new();
+        if let Some(versions) = storage.versions() {
+            let file_hashes: HashMap<String, String> = config
+                .plugins
+                .iter()
+                .filter_map(|(name, m)| {
+                    let bytes = std::fs::read(&m.path).ok()?;
+                    Some((name.clone(), plugin::loader::content_hash(&bytes)))
+                })
+                .collect();
+            let load = |name: &str, bytes: Arc<[u8]>, hash: String| {
+                let loaded = plugin::loader::load_hashed(
+                    &runtime,
+                    name,
+                    &config.plugins[name],
+                    bytes,
+                    hash,
+                )?;
+                for r in config.routes.iter().filter(|r| r.plugin == name) {
+                    check_serves(&loaded, &r.path, r.kind)?;
+                }
+                Ok(loaded)
+            };
+            (adopted, applied) =
+                shared::converge_at_start(versions, &history, &mut plugins, &file_hashes, load)
+                    .context("the shared plugin versions")?;
+        }
         let mut routes = Vec::new();
         for r in &config.routes {
             let plugin = &plugins[&r.plugin];
@@ -145,7 +177,7 @@ impl App {
         // A fallback is not recorded either; it is no deliberate act, and the journal's
         // last line stays the one that decides what serves at the next start.
         for (name, loaded) in &plugins {
-            if degraded.contains_key(name) {
+            if degraded.contains_key(name) || adopted.contains(name) {
                 continue;
             }
             if let Err(e) = history.record_start(name, &loaded.hash, &loaded.bytes) {
@@ -163,6 +195,7 @@ impl App {
             swapping: Mutex::default(),
             degraded: Mutex::new(degraded),
             storage: storage.clone(),
+            shared_applied: tokio::sync::Mutex::new(applied),
             journal: Arc::new(journal::Journal::new(
                 storage,
                 config.plugins.keys(),

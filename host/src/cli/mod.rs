@@ -464,6 +464,7 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyh
     println!("followup listening on http://{addr}");
     let app = Arc::new(app);
     let _pruning = app.prune_journal_periodically();
+    let _following = app.follow_shared_versions();
     let _watcher = if config.watch.enabled {
         Some(crate::watch::watch(app.clone(), config.watch.debounce())?)
     } else {

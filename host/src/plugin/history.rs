@@ -43,6 +43,8 @@ pub enum Trigger {
     Api,
     /// A rollback through the admin API.
     Rollback,
+    /// Deployed by another host sharing the store (`docs/scale-out.md`).
+    Shared,
 }
 
 impl Trigger {
@@ -52,6 +54,7 @@ impl Trigger {
             Trigger::File => "file",
             Trigger::Api => "api",
             Trigger::Rollback => "rollback",
+            Trigger::Shared => "shared",
         }
     }
 
@@ -61,6 +64,7 @@ impl Trigger {
             Trigger::File,
             Trigger::Api,
             Trigger::Rollback,
+            Trigger::Shared,
         ]
         .into_iter()
         .find(|h| h.label() == text)
@@ -135,6 +139,18 @@ impl History {
         })?;
         let bytes = self.component(name, &last)?;
         Some((last, bytes))
+    }
+
+    /// The configured file's SHA-256 as last recorded serving `name` (at a start or by the
+    /// watcher): a different file now means it was replaced while the host was down.
+    pub fn last_file(&self, name: &str) -> Option<String> {
+        self.with(name, |p| {
+            p.journal
+                .iter()
+                .rev()
+                .find(|s| s.how.is_file())
+                .map(|s| s.hash.clone())
+        })
     }
 
     /// Records that `next` (SHA-256 `next_hash`) replaced `previous` as the version serving

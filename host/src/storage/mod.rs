@@ -153,6 +153,10 @@ pub trait Storage: Send + Sync + 'static {
     fn ping(&self) -> Result<(), StorageError> {
         Ok(())
     }
+    /// Plugin versions shared by every host of the store (`None`: each host keeps its own).
+    fn versions(&self) -> Option<&dyn SharedVersions> {
+        None
+    }
 }
 
 /// What a call to a store resolves to, when it is made asynchronously.
@@ -187,6 +191,58 @@ pub trait Leases: Send + Sync {
     fn unwatch(&self, key: &str);
 }
 
+/// The version of a plugin that every host sharing the store serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedVersion {
+    pub plugin: String,
+    /// The component's SHA-256 in hex.
+    pub hash: String,
+    /// Raised by every deploy, so that hosts apply each once, in order.
+    pub generation: u64,
+    /// How it came to serve (`api`, `file`, `rollback`, `config`).
+    pub how: String,
+    /// The host that deployed it.
+    pub by: String,
+}
+
+/// A host that served recently, and what it serves (plugin name → version hash).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveHost {
+    pub id: String,
+    pub seen_seconds_ago: f64,
+    pub serving: std::collections::BTreeMap<String, String>,
+}
+
+/// Plugin versions kept in a store several hosts share: the components, which version
+/// serves each plugin, and which hosts are alive serving what. Calls wait for the store
+/// (call them from blocking threads).
+pub trait SharedVersions: Send + Sync {
+    /// This host's name in the store.
+    fn host_id(&self) -> &str;
+    /// Makes `hash` (with its component) the version every host serves, in one
+    /// transaction, and tells the hosts: the new generation.
+    fn publish(
+        &self,
+        plugin: &str,
+        hash: &str,
+        bytes: &[u8],
+        how: &str,
+    ) -> Result<u64, StorageError>;
+    /// The version serving each plugin, as the store says.
+    fn serving(&self) -> Result<Vec<SharedVersion>, StorageError>;
+    /// A kept component.
+    fn component(&self, plugin: &str, hash: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Says this host is alive and serves `serving` (plugin name → version hash).
+    fn heartbeat(
+        &self,
+        serving: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), StorageError>;
+    /// The hosts seen within `within`.
+    fn live_hosts(&self, within: Duration) -> Result<Vec<LiveHost>, StorageError>;
+    /// Notified when a deploy is published (a hint: followers poll too).
+    fn published(&self) -> Arc<Notify>;
+}
+
 /// What a disk backend provides behind a [`pipeline::Pipeline`].
 pub trait Durable: Send + Sync + 'static {
     /// The durable value of `key` in namespace `ns`.
@@ -211,6 +267,10 @@ pub trait Durable: Send + Sync + 'static {
     /// Whether the backend answers now.
     fn ping(&self) -> Result<(), StorageError> {
         Ok(())
+    }
+    /// Plugin versions shared by the hosts of a backend several hosts share.
+    fn versions(&self) -> Option<&dyn SharedVersions> {
+        None
     }
 }
 

@@ -291,6 +291,10 @@ impl<D: Durable> Storage for Pipeline<D> {
         self.shared.disk.leases()
     }
 
+    fn versions(&self) -> Option<&dyn super::SharedVersions> {
+        self.shared.disk.versions()
+    }
+
     fn ping(&self) -> Result<(), StorageError> {
         if self.shared.lock().writer_gone {
             return Err(stopped());

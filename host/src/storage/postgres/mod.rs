@@ -29,6 +29,7 @@
 
 pub mod local;
 pub mod schema;
+mod versions;
 
 use super::{Batch, Claim, Commit, Durable, Leases, Listing, Recorded, StorageError, StoreFuture};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -42,6 +43,9 @@ use tokio_postgres::NoTls;
 
 /// The notification channel on which claims that others wait for announce their end.
 const CHANNEL: &str = "followup_claims";
+
+/// The notification channel on which deploys are announced to every host.
+const VERSIONS: &str = "followup_versions";
 
 /// The oldest a cached read may be: how far behind other hosts' commits a read may be.
 pub const FRESH_FOR: Duration = Duration::from_secs(1);
@@ -82,6 +86,8 @@ pub struct PgDisk {
     bound: Duration,
     /// Claims this host waits on, by key.
     watchers: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    /// Notified when another host publishes a deploy.
+    published: Arc<Notify>,
     cache: Mutex<Cache>,
 }
 
@@ -194,13 +200,16 @@ impl PgDisk {
             ),
             bound,
             watchers: Arc::default(),
+            published: Arc::default(),
             cache: Mutex::default(),
         };
         let pool = disk.pool.clone();
         disk.run(async move { migrate(&pool).await })?;
-        disk.io
-            .handle()
-            .spawn(listen(config, disk.watchers.clone()));
+        disk.io.handle().spawn(listen(
+            config,
+            disk.watchers.clone(),
+            disk.published.clone(),
+        ));
         Ok(disk)
     }
 
@@ -307,20 +316,25 @@ async fn migrate(pool: &Pool) -> Result<(), StorageError> {
     tx.commit().await.map_err(db)
 }
 
-/// Listens for claims' ends and wakes this host's waiters, reconnecting for as long as
-/// the store lives (a missed notification costs a waiter one poll interval).
+/// Listens for claims' ends and deploys, and wakes this host's waiters, reconnecting for
+/// as long as the store lives (a missed notification costs a waiter one poll interval).
 async fn listen(
     config: tokio_postgres::Config,
     watchers: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    published: Arc<Notify>,
 ) {
     use futures_util::StreamExt;
     loop {
         if let Ok((client, mut connection)) = config.connect(NoTls).await {
-            let watchers = watchers.clone();
+            let (watchers, published) = (watchers.clone(), published.clone());
             let messages = tokio::spawn(async move {
                 let mut stream = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
                 while let Some(Ok(message)) = stream.next().await {
                     if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                        if n.channel() == VERSIONS {
+                            published.notify_one();
+                            continue;
+                        }
                         let watcher = watchers
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
@@ -333,7 +347,7 @@ async fn listen(
                 }
             });
             if client
-                .batch_execute(&format!("LISTEN {CHANNEL}"))
+                .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {VERSIONS}"))
                 .await
                 .is_ok()
             {
@@ -553,6 +567,10 @@ impl Durable for PgDisk {
 
     fn ping(&self) -> Result<(), StorageError> {
         self.query(|c| async move { c.simple_query("").await.map(drop) })
+    }
+
+    fn versions(&self) -> Option<&dyn super::SharedVersions> {
+        Some(self)
     }
 }
 

@@ -113,8 +113,32 @@ pub const MIGRATIONS: &[&str] = &[
         END LOOP;
     END $$;
     "#,
+    // 2: plugin versions every host serves, and the hosts that serve them.
+    r#"
+    CREATE TABLE plugin_components (
+        plugin TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        bytes BYTEA NOT NULL,
+        PRIMARY KEY (plugin, hash)
+    );
+    -- The version every host serves, changed by one transaction with its component.
+    CREATE TABLE plugin_serving (
+        plugin TEXT PRIMARY KEY,
+        hash TEXT NOT NULL,
+        generation BIGINT NOT NULL,
+        how TEXT NOT NULL,
+        by_host TEXT NOT NULL,
+        at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    -- Live hosts: each writes its row every few seconds, with what it serves.
+    CREATE TABLE hosts (
+        id TEXT PRIMARY KEY,
+        started TIMESTAMPTZ NOT NULL DEFAULT now(),
+        seen TIMESTAMPTZ NOT NULL DEFAULT now(),
+        serving JSONB NOT NULL DEFAULT '{}'
+    );
+    "#,
 ];
-
 /// The statements that bring a database to the newest schema, run in one transaction.
 pub const PREPARE: &str = "
     CREATE TABLE IF NOT EXISTS followup_migrations (

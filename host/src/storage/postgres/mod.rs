@@ -611,7 +611,7 @@ impl Leases for PgDisk {
             let claim = c
                 .prepare_cached(
                     "INSERT INTO claims (key, holder, fence, expires)
-                     VALUES ($1, $2, nextval('claim_fences'),
+                     VALUES ($1, $2, txid_current(),
                              now() + $3::FLOAT8 * interval '1 millisecond')
                      ON CONFLICT (key) DO UPDATE
                         SET holder = excluded.holder, fence = excluded.fence,

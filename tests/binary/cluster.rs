@@ -708,3 +708,58 @@ async fn a_deploy_through_one_host_is_served_by_every_host() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// A plugin file replaced on a host while that host was down is a deploy: when it starts,
+/// it publishes the file, and the other hosts serve it too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_replaced_while_its_host_was_down_is_deployed_to_every_host() {
+    let cluster = LocalCluster::shared().unwrap();
+    let url = cluster.database("replaced").unwrap();
+    let client = reqwest::Client::new();
+    let original = std::fs::read(guests::CAPACITY_BOOKER).unwrap();
+    // Each host serves its own copy of the file.
+    let dirs: Vec<PathBuf> = (0..2)
+        .map(|i| scratch(&format!("replaced-host{i}")))
+        .collect();
+    let configs: Vec<Config> = dirs
+        .iter()
+        .map(|dir| {
+            std::fs::write(dir.join("booker.wasm"), &original).unwrap();
+            let mut config = booker_config();
+            config.plugins.get_mut("booker").unwrap().path = dir.join("booker.wasm");
+            config.admin.listen = "127.0.0.1:0".parse().unwrap();
+            config.listen = "127.0.0.1:0".parse().unwrap();
+            config.cache_dir = "cache".into();
+            config.versions_dir = "versions".into();
+            config.store.backend = StoreBackend::Postgres;
+            config.store.url_env = URL_ENV.into();
+            config.watch.enabled = false;
+            config.checked().unwrap()
+        })
+        .collect();
+    let a = admin_host(&dirs[0], &configs[0], &url);
+    let mut b = admin_host(&dirs[1], &configs[1], &url);
+    let before = version_answering(&client, &b, 1).await;
+    assert_eq!(version_answering(&client, &a, 2).await, before);
+    b.kill();
+    let replaced =
+        followup_tests::component::with_custom_section(&original, "followup-test-replaced", b"1");
+    std::fs::write(dirs[1].join("booker.wasm"), &replaced).unwrap();
+    let b = admin_host(&dirs[1], &configs[1], &url);
+    let after = version_answering(&client, &b, 3).await;
+    assert_ne!(after, before, "b serves its new file");
+    let started = std::time::Instant::now();
+    let mut n = 4;
+    while version_answering(&client, &a, n).await != after {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a never followed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        n += 1;
+    }
+    drop((a, b));
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

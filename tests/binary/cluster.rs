@@ -302,31 +302,115 @@ fn booker_config() -> Config {
         .with_route(RouteConfig::book_job("/workorders/{0}/followup", "booker").named("followup"))
 }
 
-/// Hosts killed with SIGKILL one after another while clients book through them, each
-/// unanswered booking sent again to another host: no booking answered 200 is missing from
-/// the journal, none booked twice, the sequence has no gap. `scripts/crash-test --cluster`
-/// runs more rounds; knobs `FOLLOWUP_CLUSTER_KILLS` (3), `FOLLOWUP_CRASH_CLIENTS` (12).
+/// HAProxy in front of `backends` (`127.0.0.1:PORT`), stopped when dropped. A request
+/// whose connection to a host fails is sent to another (it never reached the host); one
+/// cut off by a host's death is answered 502, and the client sends it again.
+struct Balancer {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Balancer {
+    fn start(dir: &std::path::Path, backends: &[u16]) -> Balancer {
+        let port = free_port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                format!("    server h{i} 127.0.0.1:{p} check inter 300ms fall 1 rise 1\n")
+            })
+            .collect();
+        let config = format!(
+            "defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    \
+             timeout server 30s\n    retries 3\n    option redispatch 1\n\
+             frontend f\n    bind 127.0.0.1:{port}\n    default_backend hosts\n\
+             backend hosts\n    balance roundrobin\n{servers}"
+        );
+        let file = dir.join("haproxy.cfg");
+        std::fs::write(&file, config).unwrap();
+        let child = std::process::Command::new("haproxy")
+            .arg("-f")
+            .arg(&file)
+            .arg("-db")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("HAProxy is installed (scripts/setup installs it)");
+        let base = format!("http://127.0.0.1:{port}");
+        // Listening once a connection is accepted.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Balancer { child, base }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Hosts killed with SIGKILL one after another while clients book through HAProxy, each
+/// booking that got no answer (or the balancer's 502 for a host that died under it) sent
+/// again: no booking answered 200 is missing from the journal, none booked twice, the
+/// sequence has no gap. `scripts/crash-test --cluster` runs more rounds; knobs
+/// `FOLLOWUP_CLUSTER_KILLS` (3), `FOLLOWUP_CRASH_CLIENTS` (12).
 #[tokio::test(flavor = "multi_thread")]
 async fn hosts_killed_while_clients_book_lose_and_double_nothing() {
     let kills = knob("FOLLOWUP_CLUSTER_KILLS", 3) as usize;
     let clients = knob("FOLLOWUP_CRASH_CLIENTS", 12) as usize;
     let cluster = LocalCluster::shared().unwrap();
     let url = cluster.database("killed").unwrap();
-    let mut config = booker_config();
-    config.store.claim_seconds = 2;
-    let (hosts, dirs) = hosts("killed", &config, &url, 3);
-    let bases: Arc<Mutex<Vec<String>>> =
-        Arc::new(Mutex::new(hosts.iter().map(|h| h.base.clone()).collect()));
-    let mut hosts = hosts;
+    // Fixed ports, so that a restarted host is back behind the balancer.
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let dirs: Vec<PathBuf> = (0..3)
+        .map(|i| scratch(&format!("killed-host{i}")))
+        .collect();
+    let files: Vec<PathBuf> = ports
+        .iter()
+        .zip(&dirs)
+        .map(|(port, dir)| {
+            let mut config = booker_config();
+            config.store.claim_seconds = 2;
+            config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+            config.cache_dir = "cache".into();
+            config.versions_dir = "versions".into();
+            config.store.backend = StoreBackend::Postgres;
+            config.store.url_env = URL_ENV.into();
+            config.watch.enabled = false;
+            write_config(dir, &config.checked().unwrap())
+        })
+        .collect();
+    let start = |file: &PathBuf| {
+        let url = url.clone();
+        Host::serve(&["--config", file.to_str().unwrap()], false, move |c| {
+            c.env(URL_ENV, url);
+        })
+    };
+    let mut hosts: Vec<Host> = files.iter().map(start).collect();
+    let balancer = Balancer::start(&dirs[0], &ports);
     let body = example("book-job.minimal.json");
     let client = reqwest::Client::new();
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicUsize::new(0));
     let started = std::time::Instant::now();
     let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let (bases, body, stop, next, client) = (
-                bases.clone(),
+        .map(|_| {
+            let (base, body, stop, next, client) = (
+                balancer.base.clone(),
                 body.clone(),
                 stop.clone(),
                 next.clone(),
@@ -334,22 +418,17 @@ async fn hosts_killed_while_clients_book_lose_and_double_nothing() {
             );
             tokio::spawn(async move {
                 let mut answered = BTreeMap::new();
-                let (mut sent_again, mut pick) = (0, c);
+                let mut sent_again = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let n = next.fetch_add(1, Ordering::Relaxed);
-                    // Until answered: a booking cut off is sent to the next host.
+                    // Until answered: a booking cut off is sent again.
                     for attempt in 0.. {
-                        pick += 1;
-                        let base = {
-                            let bases = bases.lock().unwrap();
-                            bases[pick % bases.len()].clone()
-                        };
                         match book(&client, &base, n, &body).await.0 {
                             Outcome::Booked(order) => {
                                 answered.insert(n, Ok(order));
                                 break;
                             }
-                            Outcome::NoAnswer if attempt < 100 => {
+                            Outcome::NoAnswer | Outcome::Failed(502 | 503, _) if attempt < 200 => {
                                 sent_again += 1;
                                 tokio::time::sleep(Duration::from_millis(20)).await;
                             }
@@ -369,12 +448,7 @@ async fn hosts_killed_while_clients_book_lose_and_double_nothing() {
         let i = k % hosts.len();
         hosts[i].kill();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let file = dirs[i].join("followup.toml");
-        let u = url.clone();
-        hosts[i] = Host::serve(&["--config", file.to_str().unwrap()], false, move |c| {
-            c.env(URL_ENV, u);
-        });
-        bases.lock().unwrap()[i] = hosts[i].base.clone();
+        hosts[i] = start(&files[i]);
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     stop.store(true, Ordering::Relaxed);
@@ -395,12 +469,13 @@ async fn hosts_killed_while_clients_book_lose_and_double_nothing() {
     let records = journal_matches(&url, &booked).await;
     assert_eq!(records, booked.len(), "one record per booking");
     println!(
-        "cluster crash test: {kills} SIGKILLs of 3 hosts under {clients} clients in {:.1} s; \
-         {} bookings answered 200, {sent_again} sends of cut-off bookings to another host; \
+        "cluster crash test: {kills} SIGKILLs of 3 hosts behind HAProxy under {clients} clients \
+         in {:.1} s; {} bookings answered 200, {sent_again} sends of cut-off bookings; \
          journal {records} records; missing 0, doubled 0, sequence gap-free",
         started.elapsed().as_secs_f64(),
         booked.len()
     );
+    drop(balancer);
     drop(hosts);
     for dir in dirs {
         let _ = std::fs::remove_dir_all(dir);

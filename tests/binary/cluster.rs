@@ -23,29 +23,39 @@ use std::time::Duration;
 /// The variable the hosts read the connection string from.
 const URL_ENV: &str = "FOLLOWUP_TEST_DATABASE_URL";
 
-/// `n` hosts serving `config` on the database at `url`, each with its own directory.
-fn hosts(label: &str, config: &Config, url: &str, n: usize) -> (Vec<Host>, Vec<PathBuf>) {
-    let mut config = config.clone();
+/// `config` for a host of the shared database: PostgreSQL from [`URL_ENV`], free ports
+/// (API and admin API), directories relative to its config file, no file watcher.
+fn on_postgres(mut config: Config) -> Config {
     config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.cache_dir = "cache".into();
     config.versions_dir = "versions".into();
     config.store.backend = StoreBackend::Postgres;
     config.store.url_env = URL_ENV.into();
     config.watch.enabled = false;
-    let config = config.checked().unwrap();
+    config.checked().unwrap()
+}
+
+/// `n` hosts serving `config` on the database at `url`, each with its own directory and
+/// its admin API on (token `t`).
+fn hosts(label: &str, config: &Config, url: &str, n: usize) -> (Vec<Host>, Vec<PathBuf>) {
+    let config = on_postgres(config.clone());
     let dirs: Vec<PathBuf> = (0..n)
         .map(|i| scratch(&format!("{label}-host{i}")))
         .collect();
     let hosts = dirs
         .iter()
-        .map(|dir| {
-            let file = write_config(dir, &config);
-            Host::serve(&["--config", file.to_str().unwrap()], false, |c| {
-                c.env(URL_ENV, url);
-            })
-        })
+        .map(|dir| admin_host(dir, &config, url))
         .collect();
     (hosts, dirs)
+}
+
+/// A host serving `config` (from `dir`) on the database at `url`.
+fn admin_host(dir: &std::path::Path, config: &Config, url: &str) -> Host {
+    let file = write_config(dir, config);
+    Host::serve(&["--config", file.to_str().unwrap()], true, |c| {
+        c.env(URL_ENV, url).env("FOLLOWUP_ADMIN_TOKEN", "t");
+    })
 }
 
 /// Reads one row of the database at `url`.
@@ -379,28 +389,17 @@ async fn hosts_killed_while_clients_book_lose_and_double_nothing() {
     let dirs: Vec<PathBuf> = (0..3)
         .map(|i| scratch(&format!("killed-host{i}")))
         .collect();
-    let files: Vec<PathBuf> = ports
+    let configs: Vec<Config> = ports
         .iter()
-        .zip(&dirs)
-        .map(|(port, dir)| {
-            let mut config = booker_config();
+        .map(|port| {
+            let mut config = on_postgres(booker_config());
             config.store.claim_seconds = 2;
             config.listen = format!("127.0.0.1:{port}").parse().unwrap();
-            config.cache_dir = "cache".into();
-            config.versions_dir = "versions".into();
-            config.store.backend = StoreBackend::Postgres;
-            config.store.url_env = URL_ENV.into();
-            config.watch.enabled = false;
-            write_config(dir, &config.checked().unwrap())
+            config
         })
         .collect();
-    let start = |file: &PathBuf| {
-        let url = url.clone();
-        Host::serve(&["--config", file.to_str().unwrap()], false, move |c| {
-            c.env(URL_ENV, url);
-        })
-    };
-    let mut hosts: Vec<Host> = files.iter().map(start).collect();
+    let start = |i: usize| admin_host(&dirs[i], &configs[i], &url);
+    let mut hosts: Vec<Host> = (0..3).map(start).collect();
     let balancer = Balancer::start(&dirs[0], &ports);
     let body = example("book-job.minimal.json");
     let client = reqwest::Client::new();
@@ -448,7 +447,7 @@ async fn hosts_killed_while_clients_book_lose_and_double_nothing() {
         let i = k % hosts.len();
         hosts[i].kill();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        hosts[i] = start(&files[i]);
+        hosts[i] = start(i);
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     stop.store(true, Ordering::Relaxed);
@@ -489,20 +488,10 @@ async fn hosts_killed_while_clients_book_lose_and_double_nothing() {
 async fn a_database_restart_is_answered_store_unavailable_and_service_resumes() {
     let mut cluster = LocalCluster::temporary("restart").unwrap();
     let url = cluster.url();
-    let mut config = booker_config();
+    let mut config = on_postgres(booker_config());
     config.store.statement_timeout_ms = 1000;
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.cache_dir = "cache".into();
-    config.versions_dir = "versions".into();
-    config.store.backend = StoreBackend::Postgres;
-    config.store.url_env = URL_ENV.into();
-    config.watch.enabled = false;
     let dir = scratch("pg-restart");
-    let file = write_config(&dir, &config.checked().unwrap());
-    let host = Host::serve(&["--config", file.to_str().unwrap()], true, |c| {
-        c.env(URL_ENV, &url).env("FOLLOWUP_ADMIN_TOKEN", "t");
-    });
+    let host = admin_host(&dir, &config, &url);
     let admin = host.admin.clone().unwrap();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -626,39 +615,6 @@ async fn a_database_restart_is_answered_store_unavailable_and_service_resumes() 
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Hosts with the admin API on (token `t`), like [`hosts`].
-fn hosts_with_admin(
-    label: &str,
-    config: &Config,
-    url: &str,
-    n: usize,
-) -> (Vec<Host>, Vec<PathBuf>) {
-    let mut config = config.clone();
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.cache_dir = "cache".into();
-    config.versions_dir = "versions".into();
-    config.store.backend = StoreBackend::Postgres;
-    config.store.url_env = URL_ENV.into();
-    config.watch.enabled = false;
-    let config = config.checked().unwrap();
-    let dirs: Vec<PathBuf> = (0..n)
-        .map(|i| scratch(&format!("{label}-host{i}")))
-        .collect();
-    let hosts = dirs
-        .iter()
-        .map(|dir| admin_host(dir, &config, url))
-        .collect();
-    (hosts, dirs)
-}
-
-fn admin_host(dir: &std::path::Path, config: &Config, url: &str) -> Host {
-    let file = write_config(dir, config);
-    Host::serve(&["--config", file.to_str().unwrap()], true, |c| {
-        c.env(URL_ENV, url).env("FOLLOWUP_ADMIN_TOKEN", "t");
-    })
-}
-
 /// The plugin version that answers a new booking on `host`.
 async fn version_answering(client: &reqwest::Client, host: &Host, n: usize) -> String {
     let request = client
@@ -678,7 +634,7 @@ async fn a_deploy_through_one_host_is_served_by_every_host() {
     let cluster = LocalCluster::shared().unwrap();
     let url = cluster.database("deploys").unwrap();
     let config = booker_config();
-    let (hosts, mut dirs) = hosts_with_admin("deploys", &config, &url, 3);
+    let (hosts, mut dirs) = hosts("deploys", &config, &url, 3);
     let client = reqwest::Client::new();
     let original = std::fs::read(guests::CAPACITY_BOOKER).unwrap();
     let mut probe = 0;
@@ -762,15 +718,7 @@ async fn a_deploy_through_one_host_is_served_by_every_host() {
     // A host that starts afterwards, with its configured (older) file and no history of
     // its own, serves what the others serve.
     let dir = scratch("deploys-late");
-    let mut late_config = config.clone();
-    late_config.admin.listen = "127.0.0.1:0".parse().unwrap();
-    late_config.listen = "127.0.0.1:0".parse().unwrap();
-    late_config.cache_dir = "cache".into();
-    late_config.versions_dir = "versions".into();
-    late_config.store.backend = StoreBackend::Postgres;
-    late_config.store.url_env = URL_ENV.into();
-    late_config.watch.enabled = false;
-    let late = admin_host(&dir, &late_config.checked().unwrap(), &url);
+    let late = admin_host(&dir, &on_postgres(config.clone()), &url);
     assert!(
         version_answering(&client, &late, 1_000)
             .await
@@ -802,14 +750,7 @@ async fn a_file_replaced_while_its_host_was_down_is_deployed_to_every_host() {
             std::fs::write(dir.join("booker.wasm"), &original).unwrap();
             let mut config = booker_config();
             config.plugins.get_mut("booker").unwrap().path = dir.join("booker.wasm");
-            config.admin.listen = "127.0.0.1:0".parse().unwrap();
-            config.listen = "127.0.0.1:0".parse().unwrap();
-            config.cache_dir = "cache".into();
-            config.versions_dir = "versions".into();
-            config.store.backend = StoreBackend::Postgres;
-            config.store.url_env = URL_ENV.into();
-            config.watch.enabled = false;
-            config.checked().unwrap()
+            on_postgres(config)
         })
         .collect();
     let a = admin_host(&dirs[0], &configs[0], &url);

@@ -285,14 +285,12 @@ async fn book(
             && let Some(claim) = &host_claim
         {
             claim.still_held(app).await?;
-            if lease.is_some() {
-                // Other hosts' bookings of the same keys: let them through before trying
-                // again, at a jittered pace so that hosts do not collide in step.
-                tokio::time::sleep(Duration::from_micros(
-                    500 * attempt as u64 + u64::from(jitter()) % 2000,
-                ))
-                .await;
-            }
+            // Other hosts' bookings of the same keys: let them through before trying
+            // again, at a jittered pace so that hosts do not collide in step.
+            tokio::time::sleep(Duration::from_micros(
+                500 * attempt as u64 + u64::from(jitter()) % 2000,
+            ))
+            .await;
         }
         let exclusive = match space {
             Some(space)

@@ -191,13 +191,7 @@ impl PgDisk {
         let disk = PgDisk {
             pool,
             io: Io(Some(rt)),
-            holder: format!(
-                "{}:{}",
-                std::fs::read_to_string("/etc/hostname")
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_else(|_| "host".into()),
-                std::process::id()
-            ),
+            holder: holder_id(),
             bound,
             watchers: Arc::default(),
             published: Arc::default(),
@@ -275,6 +269,22 @@ impl PgDisk {
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
+}
+
+/// This process's name in the store: machine, process and a random part (two containers
+/// may share a host name and a process id; a restarted host is a new one).
+fn holder_id() -> String {
+    let machine = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let mut random = [0u8; 3];
+    let _ = getrandom::getrandom(&mut random);
+    format!(
+        "{}:{}:{}",
+        if machine.is_empty() { "host" } else { &machine },
+        std::process::id(),
+        hex(&random)
+    )
 }
 
 /// Applies the migrations this database lacks, under one lock for all hosts.
@@ -528,10 +538,11 @@ impl Durable for PgDisk {
     fn prune(&self, before: u64) -> Result<u64, StorageError> {
         let before = before as i64;
         self.query(move |c| async move {
-            // Claims left by hosts that died mid-booking go too, long after they expired.
-            c.execute(
-                "DELETE FROM claims WHERE expires < now() - interval '1 hour'",
-                &[],
+            // Claims left by hosts that died mid-booking go too, long after they expired,
+            // and the heartbeats of hosts gone for a day.
+            c.batch_execute(
+                "DELETE FROM claims WHERE expires < now() - interval '1 hour';
+                 DELETE FROM hosts WHERE seen < now() - interval '1 day';",
             )
             .await?;
             c.execute("DELETE FROM journal WHERE at < $1", &[&before])

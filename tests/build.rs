@@ -18,6 +18,11 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("hostile-guest", "hostile_guest", "HOSTILE"),
     ("http-caller-guest", "http_caller_guest", "HTTP_CALLER"),
     ("amplifier-guest", "amplifier_guest", "AMPLIFIER"),
+    (
+        "booker-variant-guest",
+        "booker_variant_guest",
+        "BOOKER_VARIANT",
+    ),
 ];
 
 fn main() {

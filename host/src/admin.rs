@@ -1,5 +1,6 @@
 //! The admin API, on its own listener (loopback by default): list plugins and the versions
-//! serving them, deploy a new version, roll back, health and readiness, metrics.
+//! serving them, deploy a new version, roll back, replay recorded bookings through a
+//! candidate, health and readiness, metrics.
 //!
 //! Every endpoint but `/healthz`, `/readyz` and `/openapi.json` needs
 //! `Authorization: Bearer <token>`, the token coming from the environment
@@ -17,7 +18,7 @@ use crate::text::one_line;
 use crate::{App, DeployError};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -43,6 +44,7 @@ pub fn router(app: Arc<App>, token: Arc<str>) -> Router {
         .route("/plugins", get(list))
         .route("/plugins/{name}", post(deploy))
         .route("/plugins/{name}/rollback/{version}", post(rollback))
+        .route("/plugins/{name}/replay", post(replay))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .with_state(state)
 }
@@ -256,6 +258,43 @@ async fn rollback(
         return r;
     }
     swap_answer(admin.app.rollback(&name, &version).await)
+}
+
+/// Replays the plugin's recorded bookings through the component in the body (see
+/// [`crate::replay`]): the report, whether or not it passed.
+async fn replay(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = unauthorised(&admin, &headers) {
+        return r;
+    }
+    let (selection, options) = match crate::replay::parse_query(query.as_deref().unwrap_or("")) {
+        Ok(parsed) => parsed,
+        Err(e) => return refused(StatusCode::BAD_REQUEST, "invalid-request", e),
+    };
+    let reason = |e: DeployError| one_line(&e.to_string(), MAX_REASON_BYTES);
+    match admin
+        .app
+        .replay(&name, Arc::from(&body[..]), selection, &options)
+        .await
+    {
+        Ok(report) => answer(
+            StatusCode::OK,
+            serde_json::to_value(&report).unwrap_or_default(),
+        ),
+        Err(e @ DeployError::UnknownPlugin(_)) => {
+            refused(StatusCode::NOT_FOUND, "not-found", reason(e))
+        }
+        Err(e) => refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "replay-refused",
+            reason(e),
+        ),
+    }
 }
 
 /// The version now serving, or why nothing changed as one line of at most

@@ -28,6 +28,7 @@ use crate::contract::RouteKind;
 use crate::contract::types::RequestContext;
 use crate::error::{ApiError, ErrorKind};
 use crate::plugin::LoadedPlugin;
+use crate::replay::tape::Recorder;
 use crate::runtime::PluginRuntime;
 use crate::runtime::Services;
 use crate::storage::kv::KvSession;
@@ -301,14 +302,39 @@ async fn book(
             }
             _ => None,
         };
-        let services = Services {
-            kv: plugin
-                .kv
-                .then(|| KvSession::new(app.storage.clone(), name, true)),
+        // A plugin that records has its reads kept on the booking's tape.
+        let recorder = plugin
+            .record
+            .as_ref()
+            .map(|policy| Recorder::new(policy.max_bytes));
+        let store = match &recorder {
+            Some(recorder) => Arc::new(crate::replay::world::Recording::new(
+                app.storage.clone(),
+                recorder.clone(),
+            )) as SharedStorage,
+            None => app.storage.clone(),
         };
-        let (bytes, services) =
-            crate::dispatch::answer(runtime, plugin, RouteKind::BookJob, ctx, json, services)
-                .await?;
+        let services = Services {
+            kv: plugin.kv.then(|| KvSession::new(store, name, true)),
+            recorder: recorder.clone(),
+            replay: None,
+        };
+        let answered =
+            crate::dispatch::answer(runtime, plugin, RouteKind::BookJob, ctx, json, services).await;
+        let (bytes, services) = match answered {
+            Ok(answer) => answer,
+            Err(e) => {
+                if let Some(recorder) = recorder {
+                    keep_tape(app, plugin, ctx, json, recorder, &e);
+                }
+                return Err(e);
+            }
+        };
+        let tape = recorder.map(|recorder| {
+            let policy = plugin.record.as_deref().expect("a recorder has a policy");
+            let answer = crate::replay::answered(Ok(&bytes));
+            crate::replay::tape_row(policy, plugin, ctx, json, recorder.take(), answer)
+        });
         let record = Recorded {
             key: key.clone(),
             route: ctx.route.clone(),
@@ -325,6 +351,7 @@ async fn book(
             },
         };
         batch.lease = lease;
+        batch.tape = tape;
         let shared = match (&exclusive, space) {
             (None, Some(space)) if !batch.writes.is_empty() => Some(space.lock.read().await),
             _ => None,
@@ -384,6 +411,44 @@ async fn book(
         ),
     )
     .for_plugin(&plugin.ident))
+}
+
+/// Keeps the tape of a booking the plugin refused or failed (one that reached it): no
+/// journal record goes with it, so it is committed alone, off the answer's path.
+fn keep_tape(
+    app: &Journal,
+    plugin: &LoadedPlugin,
+    ctx: &RequestContext,
+    json: &Value,
+    recorder: Recorder,
+    error: &ApiError,
+) {
+    let recording = recorder.take();
+    if !recording.reached {
+        return;
+    }
+    let Some(policy) = plugin.record.as_deref() else {
+        return;
+    };
+    let answer = crate::replay::answered(Err(error));
+    let batch = Batch {
+        ns: plugin.ident.name.clone(),
+        tape: Some(crate::replay::tape_row(
+            policy, plugin, ctx, json, recording, answer,
+        )),
+        ..Batch::default()
+    };
+    let storage = app.storage.clone();
+    tokio::spawn(async move {
+        let s = storage.clone();
+        let kept = match blocking(&storage, move || s.submit(batch)).await {
+            Ok(pending) => pending.durable().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.detail),
+        };
+        if let Err(e) = kept {
+            tracing::warn!("a refused booking's tape could not be kept: {e}");
+        }
+    });
 }
 
 /// This host's claim on a booking in a store several hosts share (see the module

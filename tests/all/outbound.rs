@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What the back end received: work order, idempotency key, authorization, body.
-type Seen = Arc<Mutex<Vec<(String, String, String, Value)>>>;
+pub(crate) type Seen = Arc<Mutex<Vec<(String, String, String, Value)>>>;
 
 async fn book(
     State(seen): State<Seen>,
@@ -67,7 +67,7 @@ async fn slots() -> impl IntoResponse {
 }
 
 /// A back end on 127.0.0.1:0; its origin and what it received.
-async fn back_end() -> (String, Seen) {
+pub(crate) async fn back_end() -> (String, Seen) {
     let seen: Seen = Arc::default();
     let app = Router::new()
         .route("/bookings/{wo}", post(book))
@@ -83,7 +83,7 @@ async fn back_end() -> (String, Seen) {
 
 /// The REST forwarder as plugin `name` on `/NAME/{0}`, calling `origin` with `allowed`
 /// on its allow-list.
-fn forwarder(config: Config, name: &str, origin: &str, allowed: &str) -> Config {
+pub(crate) fn forwarder(config: Config, name: &str, origin: &str, allowed: &str) -> Config {
     let manifest = PluginManifest::new(guests::REST_FORWARDER)
         .with_limits(Limits {
             timeout_ms: 3000,

@@ -112,6 +112,7 @@ async fn request(
             &plugin.ident.name,
             kind == RouteKind::BookJob,
         )),
+        ..Services::default()
     };
     let (bytes, _) =
         followup_host::dispatch::answer(&app.runtime, plugin, kind, ctx, &json, services)

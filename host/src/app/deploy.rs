@@ -9,6 +9,7 @@ use crate::http::routes::{Route, RouteKind};
 use crate::plugin;
 use crate::plugin::history::Trigger;
 use crate::plugin::{LoadedPlugin, PluginIdent};
+use crate::replay;
 use crate::runtime;
 use crate::storage;
 use std::sync::{Arc, PoisonError};
@@ -70,19 +71,28 @@ impl App {
         if hash == current.hash {
             return Ok(current.ident.clone());
         }
-        // Compiling takes ~100 ms per 250 KB on 2 cores: off the async workers.
-        let runtime = self.runtime.clone();
-        let owned = name.to_string();
-        let candidate = tokio::task::spawn_blocking(move || {
-            plugin::loader::load_hashed(&runtime, &owned, &manifest, bytes, hash)
-        })
-        .await
-        .map_err(|e| DeployError::CannotServe(format!("loading panicked: {e}")))??;
+        let candidate = self.load_candidate(name, bytes, hash).await?;
         for route in self.routes.routes().iter().filter(|r| r.plugin == name) {
             check_serves(&candidate, &route.name, route.kind)
                 .map_err(|e| DeployError::CannotServe(e.to_string()))?;
         }
         self.run_samples(name, &candidate).await?;
+        // A new version from an operator replays recorded bookings; a rollback returns to
+        // a version that served, and a version followed from another host replayed there.
+        if manifest.replay_last > 0 && matches!(trigger, Trigger::Api | Trigger::File) {
+            let query = storage::TapeQuery {
+                last: Some(manifest.replay_last),
+                since: None,
+            };
+            let options = replay::Options {
+                ignore: Vec::new(),
+                max_diff: manifest.max_replay_diff,
+            };
+            let report = self.replay_candidate(&candidate, query, &options).await?;
+            if !report.passed {
+                return Err(DeployError::ReplayDiffers(Box::new(report)));
+            }
+        }
 
         let candidate = Arc::new(candidate);
         let ident = candidate.ident.clone();
@@ -112,6 +122,59 @@ impl App {
         self.metrics.count_swap(name, trigger);
         tracing::info!(plugin = %ident, replaced = %previous.ident, "swapped");
         Ok(ident)
+    }
+
+    /// Loads `bytes` (known by `hash`) as a candidate version of `name`, under the plugin's
+    /// manifest, through the loader's checks.
+    async fn load_candidate(
+        &self,
+        name: &str,
+        bytes: Arc<[u8]>,
+        hash: String,
+    ) -> Result<LoadedPlugin, DeployError> {
+        let manifest = self
+            .manifests
+            .get(name)
+            .ok_or_else(|| DeployError::UnknownPlugin(name.to_string()))?
+            .clone();
+        // Compiling takes ~100 ms per 250 KB on 2 cores: off the async workers.
+        let runtime = self.runtime.clone();
+        let owned = name.to_string();
+        Ok(tokio::task::spawn_blocking(move || {
+            plugin::loader::load_hashed(&runtime, &owned, &manifest, bytes, hash)
+        })
+        .await
+        .map_err(|e| DeployError::CannotServe(format!("loading panicked: {e}")))??)
+    }
+
+    /// Replays plugin `name`'s recorded bookings that `query` selects through `bytes`
+    /// without serving it (see [`crate::replay`]): nothing is committed, nothing leaves the
+    /// host.
+    pub async fn replay(
+        &self,
+        name: &str,
+        bytes: Arc<[u8]>,
+        query: storage::TapeQuery,
+        options: &replay::Options,
+    ) -> Result<replay::Report, DeployError> {
+        let hash = plugin::loader::content_hash(&bytes);
+        let candidate = self.load_candidate(name, bytes, hash).await?;
+        self.replay_candidate(&candidate, query, options).await
+    }
+
+    async fn replay_candidate(
+        &self,
+        candidate: &LoadedPlugin,
+        query: storage::TapeQuery,
+        options: &replay::Options,
+    ) -> Result<replay::Report, DeployError> {
+        let storage = self.storage.clone();
+        let name = candidate.ident.name.clone();
+        let tapes = tokio::task::spawn_blocking(move || storage.tapes(&name, query))
+            .await
+            .map_err(|e| DeployError::CannotServe(format!("reading tapes panicked: {e}")))?
+            .map_err(|e| DeployError::CannotServe(format!("cannot read the tapes: {e}")))?;
+        Ok(replay::replay(&self.runtime, candidate, &self.storage, tapes, options).await)
     }
 
     /// Runs every sample request of plugin `name` through `candidate`, once per kind of
@@ -148,6 +211,7 @@ impl App {
                     kv: candidate
                         .kv
                         .then(|| storage::kv::KvSession::new(self.storage.clone(), name, true)),
+                    ..Default::default()
                 };
                 // Served like a request: runaways make way for it, and it for none.
                 let _serving = self.runtime.arrive();
@@ -209,4 +273,33 @@ pub enum DeployError {
     },
     #[error("plugin {0} has no kept version {1}")]
     UnknownVersion(String, String),
+    #[error("{}", replay_refusal(.0))]
+    ReplayDiffers(Box<replay::Report>),
+}
+
+/// Why a candidate's replay refused it: the totals and the first bookings that changed.
+fn replay_refusal(report: &replay::Report) -> String {
+    let s = &report.summary;
+    let mut text = format!(
+        "plugin {}@{}: replaying {} recorded bookings, {} differ and {} failed (max_replay_diff {})",
+        report.plugin, report.candidate, s.total, s.differs, s.failed, report.max_diff
+    );
+    for b in report
+        .bookings
+        .iter()
+        .filter(|b| b.outcome != replay::Outcome::Same)
+        .take(3)
+    {
+        text.push_str(&format!(
+            "; {} {}: {}",
+            b.route,
+            b.work_order_id.as_deref().unwrap_or("-"),
+            if b.paths.is_empty() {
+                b.error_type.clone().unwrap_or_default()
+            } else {
+                b.paths.join(", ")
+            }
+        ));
+    }
+    text
 }

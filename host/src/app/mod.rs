@@ -244,6 +244,7 @@ impl App {
                 reuse_instances: c.reuse_instances,
                 warm: Default::default(),
                 conduct: Default::default(),
+                record: c.record.clone(),
             },
             wit_version: c.wit_version.clone(),
             hash: c.hash.clone(),

@@ -3,6 +3,7 @@
 pub mod check;
 #[path = "../../../guest-sdk/src/password.rs"]
 pub mod password;
+pub mod replay;
 pub mod run;
 pub mod scaffold;
 
@@ -155,6 +156,35 @@ pub enum PluginAction {
         /// Which `[plugins.NAME]` of the config.
         #[arg(long)]
         plugin: Option<String>,
+    },
+    /// Run a plugin's recorded bookings through a candidate component, with every host
+    /// call answered from the recordings (nothing is committed, nothing leaves the host),
+    /// and report which answers changed. Reads the store the config names, also while its
+    /// host serves. Exits 1 when more bookings differ or fail than --max-diff allows.
+    Replay {
+        /// The candidate component (`.wasm`).
+        file: PathBuf,
+        /// The plugin whose bookings to replay.
+        #[arg(long)]
+        plugin: String,
+        /// The host config that names the store (and the plugin's limits and grants).
+        #[arg(long)]
+        config: PathBuf,
+        /// Only the newest N recorded bookings.
+        #[arg(long)]
+        last: Option<u32>,
+        /// Only bookings recorded within this long: seconds, or a number with s, m, h or d.
+        #[arg(long)]
+        since: Option<String>,
+        /// A JSON path of the answer to leave out of the comparison (repeatable).
+        #[arg(long)]
+        ignore: Vec<String>,
+        /// Bookings that may differ or fail before the replay fails.
+        #[arg(long, default_value_t = 0)]
+        max_diff: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run one request through exactly the production path and limits, print the answer
     /// and a report (wall time, fuel, peak memory, log, host calls, headroom against each
@@ -322,6 +352,50 @@ async fn plugin(action: PluginAction, admin: &str, token_env: &str) -> anyhow::R
             let (report, ok) = run::run(&file, request).await?;
             print!("{report}");
             anyhow::ensure!(ok, "not every request was answered 200");
+            return Ok(());
+        }
+        PluginAction::Replay {
+            file,
+            plugin,
+            config,
+            last,
+            since,
+            ignore,
+            max_diff,
+            json,
+        } => {
+            let since = since
+                .map(|s| parse_ttl(&s).map(|t| crate::clock::unix_seconds().saturating_sub(t)))
+                .transpose()?;
+            let options = crate::replay::Options {
+                ignore: ignore
+                    .iter()
+                    .map(|p| p.parse())
+                    .collect::<Result<_, String>>()
+                    .map_err(|e| anyhow::anyhow!(e))?,
+                max_diff,
+            };
+            let report = replay::replay(replay::ReplayRequest {
+                file,
+                plugin,
+                config,
+                query: crate::storage::TapeQuery { last, since },
+                options,
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+            let s = report.summary;
+            anyhow::ensure!(
+                report.passed,
+                "{} of {} bookings differ or failed; --max-diff allows {}",
+                s.differs + s.failed,
+                s.total,
+                max_diff
+            );
             return Ok(());
         }
         PluginAction::List => ("/plugins".to_string(), None),

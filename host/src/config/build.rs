@@ -64,8 +64,20 @@ impl PluginManifest {
             kv: false,
             reuse_instances: 0,
             samples: Vec::new(),
+            record: false,
+            redact: Vec::new(),
+            record_max_bytes: 256 << 10,
+            replay_last: 0,
+            max_replay_diff: 0,
             unknown: Default::default(),
         }
+    }
+
+    /// Records the plugin's bookings (`record = true`), leaving out `redact`.
+    pub fn recorded(mut self, redact: &[&str]) -> Self {
+        self.record = true;
+        self.redact = redact.iter().map(|p| p.to_string()).collect();
+        self
     }
 
     /// Grants the key-value store.

@@ -395,6 +395,9 @@ impl Config {
                     .check()
                     .map_err(|e| anyhow::anyhow!("[plugins.{name}.http] {e}"))?;
             }
+            manifest
+                .recording()
+                .map_err(|e| anyhow::anyhow!("[plugins.{name}] {e}"))?;
             if limits.max_concurrency == 0 || limits.timeout_ms == 0 {
                 bail!("[plugins.{name}] max_concurrency and timeout_ms must be at least 1");
             }

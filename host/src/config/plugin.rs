@@ -48,6 +48,31 @@ pub struct PluginManifest {
     /// kind of route the plugin serves. Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub samples: Vec<PathBuf>,
+    /// Keeps a tape of every booking call that reaches the plugin (request, answer, and
+    /// each host call with its result) in the store beside the journal, for as long as
+    /// the journal keeps records, so that a candidate version can replay them (see
+    /// docs/operations.md, "Promoting safely"). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record: bool,
+    /// JSON paths of the request left out of tapes (e.g. `$.Account.Contacts`); a replay
+    /// sees them absent. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
+    /// Most bytes of host calls one tape keeps; past it the tape is kept incomplete.
+    /// Default 256 KiB.
+    #[serde(
+        default = "default_record_max_bytes",
+        skip_serializing_if = "is_default_record_max_bytes"
+    )]
+    pub record_max_bytes: usize,
+    /// Every new version replays this many of the newest recorded bookings before it may
+    /// serve (needs `record = true`). Default 0: no replay.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replay_last: u32,
+    /// How many of those bookings may differ or fail before the version is refused.
+    /// Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_replay_diff: u64,
     /// Keys that are neither the above nor a limit: refused by the config check (serde
     /// cannot deny unknown fields through a flattened struct).
     #[serde(flatten)]
@@ -62,7 +87,35 @@ fn sorted<S: serde::Serializer>(
     serializer.collect_map(values.iter().collect::<BTreeMap<_, _>>())
 }
 
+fn default_record_max_bytes() -> usize {
+    256 << 10
+}
+
+fn is_default_record_max_bytes(n: &usize) -> bool {
+    *n == default_record_max_bytes()
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
+}
+
 impl PluginManifest {
+    /// How the plugin's bookings are recorded; `None` when they are not.
+    pub fn recording(&self) -> Result<Option<crate::replay::RecordPolicy>, String> {
+        let redact = self
+            .redact
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<Vec<_>, String>>()?;
+        if self.replay_last > 0 && !self.record {
+            return Err("replay_last needs record = true: it replays recorded bookings".into());
+        }
+        Ok(self.record.then_some(crate::replay::RecordPolicy {
+            redact,
+            max_bytes: self.record_max_bytes,
+        }))
+    }
+
     /// The values the plugin reads through the `config` service: `config`, then `secrets`
     /// resolved from the environment (a secret wins over a plain value of the same key).
     pub fn values(&self, name: &str) -> Result<HashMap<String, String>, String> {

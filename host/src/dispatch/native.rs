@@ -208,5 +208,11 @@ pub fn answer(
         }
         sdk::json::WriteError::TooLarge => contract::codec::WriteError::TooLarge,
     });
-    Ok((encoded, Services { kv: native.kv }))
+    Ok((
+        encoded,
+        Services {
+            kv: native.kv,
+            ..Default::default()
+        },
+    ))
 }

@@ -266,6 +266,7 @@ fn read_only(app: &App, plugin: &crate::plugin::LoadedPlugin) -> crate::runtime:
         kv: plugin.kv.then(|| {
             crate::storage::kv::KvSession::new(app.storage.clone(), &plugin.ident.name, false)
         }),
+        ..Default::default()
     }
 }
 

@@ -193,6 +193,10 @@ pub fn load_hashed(
             reuse_instances: manifest.reuse_instances.max(1),
             warm: Default::default(),
             conduct: Default::default(),
+            record: manifest
+                .recording()
+                .map_err(|e| LoadError::Secret(format!("plugin {name}: {e}")))?
+                .map(Arc::new),
         },
         wit_version,
         hash,

@@ -27,7 +27,11 @@ impl log::Host for PluginState {
 impl config::Host for PluginState {
     fn get(&mut self, key: String) -> Option<String> {
         self.host_calls.config += 1;
-        self.config.get(&key).cloned()
+        let value = self.config.get(&key);
+        if let Some(recorder) = &self.services.recorder {
+            recorder.config(&key, value);
+        }
+        value.cloned()
     }
 
     fn get_all(&mut self) -> Vec<(String, String)> {
@@ -39,6 +43,9 @@ impl config::Host for PluginState {
             .collect();
         // In key order, so that a plugin sees the same list on every host.
         all.sort_unstable();
+        if let Some(recorder) = &self.services.recorder {
+            recorder.config_all(&all);
+        }
         all
     }
 }

@@ -289,14 +289,28 @@ impl PluginRuntime {
                 (store, Some(warm.loaded), warm.served)
             }
             _ => {
-                let store = self.new_store(
+                // A replayed call reads the recorded config and clock.
+                let (config, clock) = match &services.replay {
+                    Some(replayed) => (replayed.config.clone(), Some(replayed.clock())),
+                    None => (plugin.config.clone(), None),
+                };
+                let mut store = self.new_store(
                     plugin.ident.clone(),
-                    plugin.config.clone(),
+                    config,
                     &limits,
                     &plugin.conduct,
                     request_id,
                     deadline,
                 );
+                if let Some(clock) = clock {
+                    store.data_mut().wasi = WasiCtx::builder()
+                        .stdout(store.data().output.stream(0))
+                        .stderr(store.data().output.stream(1))
+                        .allow_tcp(false)
+                        .allow_udp(false)
+                        .wall_clock(clock)
+                        .build();
+                }
                 (store, None, 0)
             }
         };
@@ -310,6 +324,14 @@ impl PluginRuntime {
             otel.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
+        let tape = match (&services.replay, &services.recorder) {
+            (Some(replayed), _) => outbound::Tape::Replay(replayed.clone()),
+            (None, Some(recorder)) => outbound::Tape::Record(recorder.clone()),
+            (None, None) => outbound::Tape::Off,
+        };
+        if let Some(recorder) = &services.recorder {
+            recorder.reached();
+        }
         store.data_mut().services = services;
         store.data_mut().span = span.clone();
         store.data_mut().outbound = outbound::OutboundPolicy::new(
@@ -317,7 +339,8 @@ impl PluginRuntime {
             plugin.ident.clone(),
             Arc::from(request_id),
             span.clone(),
-        );
+        )
+        .with_tape(tape);
 
         let started = Instant::now();
         let outcome = tokio::time::timeout_at(
@@ -377,6 +400,13 @@ impl PluginRuntime {
                 span.record("error.type", f.kind.code());
                 span.record("otel.status_code", "ERROR");
             }
+        }
+        if let Some(recorder) = &store.data().services.recorder {
+            recorder.finished(crate::replay::tape::RunStats {
+                wall_us: started.elapsed().as_micros() as u64,
+                fuel: fuel_used,
+                peak_memory_bytes: store.data().limiter.peak_memory as u64,
+            });
         }
         let timed_out = matches!(&result, Err(f) if f.kind == FailureKind::Timeout);
         plugin.conduct.settle(store.data_mut(), timed_out);

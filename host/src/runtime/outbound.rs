@@ -13,6 +13,8 @@
 use super::sandbox::{HTTP_BODY_BUFFER_BYTES, HTTP_BODY_CHUNK_BYTES};
 use crate::config::{HttpGrant, Origin};
 use crate::contract::PluginIdent;
+use crate::replay::tape::{Blob, Exchange, Recorder};
+use crate::replay::world::Replayed;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -44,6 +46,20 @@ pub struct OutboundPolicy {
     body_buffers: usize,
     /// The call's `followup.plugin_call` span, parent of each request's `followup.http`.
     span: tracing::Span,
+    /// Whether requests go out and are recorded, or are answered from a tape.
+    tape: Tape,
+}
+
+/// What happens to a call's requests besides the checks.
+#[derive(Debug, Clone, Default)]
+pub enum Tape {
+    /// They go out.
+    #[default]
+    Off,
+    /// They go out, and each exchange is recorded (bodies buffered whole).
+    Record(Recorder),
+    /// Nothing goes out: each is answered by the recorded exchange of the same request.
+    Replay(Arc<Replayed>),
 }
 
 impl Default for OutboundPolicy {
@@ -56,6 +72,7 @@ impl Default for OutboundPolicy {
             calls: 0,
             body_buffers: 0,
             span: tracing::Span::none(),
+            tape: Tape::Off,
         }
     }
 }
@@ -78,7 +95,14 @@ impl OutboundPolicy {
             calls: 0,
             body_buffers: 0,
             span,
+            tape: Tape::Off,
         }
+    }
+
+    /// Records the call's exchanges, or answers its requests from a tape.
+    pub fn with_tape(mut self, tape: Tape) -> OutboundPolicy {
+        self.tape = tape;
+        self
     }
 
     /// Bytes of outgoing body buffers the call was handed.
@@ -189,6 +213,7 @@ impl WasiHttpHooks for OutboundPolicy {
                 crate::text::cut(why, LOGGED_URL_BYTES * 2)
             );
         };
+        let tape = self.tape.clone();
         Box::new(
             async move {
                 if let Some(why) = refusal {
@@ -200,6 +225,21 @@ impl WasiHttpHooks for OutboundPolicy {
                         Error::HttpRequestDenied
                     });
                 }
+                let (request, recorder) = match tape {
+                    Tape::Off => (request, None),
+                    Tape::Replay(replayed) => {
+                        let answer = from_tape(&replayed, request).await;
+                        if let Err(Error::InternalError(Some(why))) = &answer {
+                            failed("not-recorded");
+                            log(why);
+                        }
+                        return answer;
+                    }
+                    Tape::Record(recorder) => {
+                        let (request, exchange) = buffered(request, &recorder).await?;
+                        (request, exchange.map(|e| (recorder, e)))
+                    }
+                };
                 // The guest's own timeouts apply only when shorter than the grant's.
                 let mut o = options.unwrap_or_default();
                 let clamp = |t: Option<Duration>| Some(t.map_or(timeout, |t| t.min(timeout)));
@@ -214,6 +254,10 @@ impl WasiHttpHooks for OutboundPolicy {
                 let (response, io) = match sent {
                     Ok(Ok(answer)) => answer,
                     Ok(Err(e)) => {
+                        if let Some((recorder, mut exchange)) = recorder {
+                            exchange.error = Some(format!("{e:?}"));
+                            recorder.http(exchange);
+                        }
                         failed(
                             format!("{e:?}")
                                 .split(['(', ' ', '{'])
@@ -225,6 +269,10 @@ impl WasiHttpHooks for OutboundPolicy {
                     Err(_) => {
                         failed("timeout");
                         log(&format!("no answer within {} ms", timeout.as_millis()));
+                        if let Some((recorder, mut exchange)) = recorder {
+                            exchange.error = Some(format!("{:?}", Error::ConnectionReadTimeout));
+                            recorder.http(exchange);
+                        }
                         return Err(Error::ConnectionReadTimeout);
                     }
                 };
@@ -237,6 +285,11 @@ impl WasiHttpHooks for OutboundPolicy {
                 if let Some(len) = declared.filter(|len| *len > max_body) {
                     failed("response-too-large");
                     log(&format!("response of {len} bytes, over {max_body}"));
+                    if let Some((recorder, mut exchange)) = recorder {
+                        exchange.error =
+                            Some(format!("{:?}", Error::HttpResponseBodySize(Some(len))));
+                        recorder.http(exchange);
+                    }
                     return Err(Error::HttpResponseBodySize(Some(len)));
                 }
                 let response = response.map(|body| {
@@ -247,10 +300,190 @@ impl WasiHttpHooks for OutboundPolicy {
                     }
                     .boxed_unsync()
                 });
-                Ok((response, Box::new(io) as IoFuture))
+                match recorder {
+                    None => Ok((response, Box::new(io) as IoFuture)),
+                    Some((recorder, exchange)) => {
+                        recorded(response, io, timeout, recorder, exchange).await
+                    }
+                }
             }
             .instrument(span),
         )
+    }
+}
+
+/// Most bytes of an outgoing body buffered for a tape; a larger one still goes out, and
+/// the tape is marked incomplete.
+const MAX_RECORDED_BODY: usize = 1 << 20;
+
+/// The request with its body read whole (so that the tape holds it), and the exchange to
+/// complete once answered; no exchange when the body is over the tape's room.
+async fn buffered(
+    request: http::Request<WasiBody>,
+    recorder: &Recorder,
+) -> Result<(http::Request<WasiBody>, Option<Exchange>), Error> {
+    let room = recorder.room().min(MAX_RECORDED_BODY);
+    let (parts, mut body) = request.into_parts();
+    let mut kept = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Some(data) = frame.data_ref() {
+            kept.extend_from_slice(data);
+        }
+        if kept.len() > room {
+            // Too large for the tape: it goes out as it comes, unrecorded.
+            recorder.overflowed();
+            let joined = Chained {
+                first: Some(whole(kept.freeze())),
+                then: body,
+            };
+            return Ok((
+                http::Request::from_parts(parts, joined.boxed_unsync()),
+                None,
+            ));
+        }
+    }
+    let kept = kept.freeze();
+    let exchange = Exchange {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        body: Blob::of(&kept),
+        status: None,
+        headers: Vec::new(),
+        response: None,
+        error: None,
+    };
+    Ok((
+        http::Request::from_parts(parts, whole(kept)),
+        Some(exchange),
+    ))
+}
+
+/// The response read whole into the tape, then handed to the guest. The connection is
+/// driven beside the reading, as the guest's own reads would drive it.
+async fn recorded(
+    response: http::Response<WasiBody>,
+    io: impl Future<Output = Result<(), Error>> + Send + 'static,
+    timeout: Duration,
+    recorder: Recorder,
+    mut exchange: Exchange,
+) -> wasmtime_wasi_http::Result<(http::Response<WasiBody>, IoFuture)> {
+    let driver = tokio::spawn(tokio::time::timeout(timeout, io));
+    let (parts, body) = response.into_parts();
+    exchange.status = Some(parts.status.as_u16());
+    exchange.headers = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let read = tokio::time::timeout(timeout, body.collect()).await;
+    let bytes = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => {
+            exchange.error = Some(format!("{e:?}"));
+            recorder.http(exchange);
+            driver.abort();
+            return Err(e);
+        }
+        Err(_) => {
+            exchange.error = Some(format!("{:?}", Error::ConnectionReadTimeout));
+            recorder.http(exchange);
+            driver.abort();
+            return Err(Error::ConnectionReadTimeout);
+        }
+    };
+    exchange.response = Some(Blob::of(&bytes));
+    recorder.http(exchange);
+    let io = async move { driver.await.ok().and_then(Result::ok).unwrap_or(Ok(())) };
+    Ok((
+        http::Response::from_parts(parts, whole(bytes)),
+        Box::new(io) as IoFuture,
+    ))
+}
+
+/// The recorded answer to a request of a replayed call: nothing leaves the host. A request
+/// the recorded call did not make fails with `internal-error("not-recorded: …")`.
+async fn from_tape(
+    replayed: &Replayed,
+    request: http::Request<WasiBody>,
+) -> wasmtime_wasi_http::Result<(http::Response<WasiBody>, IoFuture)> {
+    let (parts, body) = request.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_RECORDED_BODY);
+    let body = limited
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let (method, uri) = (parts.method.to_string(), parts.uri.to_string());
+    let Some(exchange) = replayed.answer(&method, &uri, &body) else {
+        return Err(Error::InternalError(Some(format!(
+            "not-recorded: the recorded booking made no {method} {} with this body",
+            crate::text::cut(&uri, LOGGED_URL_BYTES)
+        ))));
+    };
+    if let Some(error) = &exchange.error {
+        return Err(recorded_error(error));
+    }
+    let mut response = http::Response::builder().status(exchange.status.unwrap_or(200));
+    for (name, value) in &exchange.headers {
+        response = response.header(name, value);
+    }
+    let bytes = exchange.response.map(|b| b.bytes()).unwrap_or_default();
+    let response = response
+        .body(whole(Bytes::from(bytes)))
+        .map_err(|e| Error::InternalError(Some(format!("a recorded response is invalid: {e}"))))?;
+    Ok((response, Box::new(async { Ok(()) }) as IoFuture))
+}
+
+/// The error a recorded request failed with, as the guest saw it (by its name; one the
+/// host does not name again comes back as an internal error with the recorded text).
+fn recorded_error(text: &str) -> Error {
+    let name = text.split(['(', ' ', '{']).next().unwrap_or("");
+    match name {
+        "ConnectionRefused" => Error::ConnectionRefused,
+        "ConnectionTerminated" => Error::ConnectionTerminated,
+        "ConnectionTimeout" => Error::ConnectionTimeout,
+        "ConnectionReadTimeout" => Error::ConnectionReadTimeout,
+        "DestinationNotFound" => Error::DestinationNotFound,
+        "DestinationUnavailable" => Error::DestinationUnavailable,
+        "HttpRequestDenied" => Error::HttpRequestDenied,
+        "HttpResponseTimeout" => Error::HttpResponseTimeout,
+        "HttpResponseIncomplete" => Error::HttpResponseIncomplete,
+        "HttpProtocolError" => Error::HttpProtocolError,
+        "HttpResponseBodySize" => Error::HttpResponseBodySize(None),
+        _ => Error::InternalError(Some(text.to_string())),
+    }
+}
+
+/// A body of bytes held whole.
+fn whole(bytes: Bytes) -> WasiBody {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A body whose first part was read ahead: that part, then the rest as it comes.
+struct Chained {
+    first: Option<WasiBody>,
+    then: WasiBody,
+}
+
+impl Body for Chained {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        if let Some(first) = &mut this.first {
+            match Pin::new(first).poll_frame(cx) {
+                Poll::Ready(None) => this.first = None,
+                other => return other,
+            }
+        }
+        Pin::new(&mut this.then).poll_frame(cx)
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Prepared {
     pub warm: WarmPool,
     /// Whether this version's calls have been running away lately.
     pub conduct: Arc<Conduct>,
+    /// How its bookings are recorded, when they are.
+    pub record: Option<Arc<crate::replay::RecordPolicy>>,
 }
 
 impl Prepared {

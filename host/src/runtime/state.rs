@@ -58,6 +58,11 @@ pub struct HostCalls {
 pub struct Services {
     /// The plugin's key-value namespace, when granted.
     pub kv: Option<KvSession>,
+    /// Records the call's host calls on its tape (a plugin that records, a replay).
+    pub recorder: Option<crate::replay::tape::Recorder>,
+    /// Answers the call's outbound requests, config reads and clock from a tape (a
+    /// replay): nothing leaves the host.
+    pub replay: Option<Arc<crate::replay::world::Replayed>>,
 }
 
 impl WasiView for PluginState {

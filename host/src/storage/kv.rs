@@ -277,6 +277,7 @@ impl KvSession {
             writes: self.writes.into_iter().collect(),
             journal,
             lease: None,
+            tape: None,
         }
     }
 }

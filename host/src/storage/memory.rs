@@ -6,7 +6,7 @@
 //! the lock, so commits are atomic and serialisable like SQLite's; none of them waits on
 //! I/O, which is why the journal calls this backend inline instead of on a blocking thread.
 
-use super::{Batch, Commit, Listing, Pending, Recorded, Storage, StorageError};
+use super::{Batch, Commit, Listing, Pending, Recorded, Storage, StorageError, TapeQuery, TapeRow};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -18,6 +18,8 @@ struct Data {
     /// doubling would copy every record while holding the lock (a pause of milliseconds
     /// for every request once hundreds of thousands are recorded).
     journal: BTreeMap<String, Recorded>,
+    /// Tapes in the order they were kept.
+    tapes: std::collections::VecDeque<TapeRow>,
 }
 
 /// The store in this process's memory.
@@ -75,7 +77,12 @@ impl Storage for MemoryStorage {
         let mut data = self.lock();
         let was = data.journal.len();
         data.journal.retain(|_, r| r.at >= before);
+        data.tapes.retain(|t| t.at >= before);
         Ok((was - data.journal.len()) as u64)
+    }
+
+    fn tapes(&self, plugin: &str, query: TapeQuery) -> Result<Vec<TapeRow>, StorageError> {
+        Ok(query.select(self.lock().tapes.iter().filter(|t| t.plugin == plugin)))
     }
 
     fn waits_on_io(&self) -> bool {
@@ -115,6 +122,9 @@ impl MemoryStorage {
         }
         if let Some(record) = batch.journal {
             data.journal.insert(record.key.clone(), record);
+        }
+        if let Some(tape) = batch.tape {
+            data.tapes.push_back(tape);
         }
         Commit::Done
     }

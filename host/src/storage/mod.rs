@@ -50,6 +50,55 @@ pub struct Batch {
     pub journal: Option<Recorded>,
     /// The fence of the booking's claim ([`Leases`]), which the commit must still hold.
     pub lease: Option<u64>,
+    /// The booking's tape (see [`crate::replay`]), kept only if the batch applies.
+    pub tape: Option<TapeRow>,
+}
+
+/// One booking's tape as the store keeps it: what lists and prunes it, and the tape itself
+/// (JSON, see [`crate::replay::tape::Tape`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapeRow {
+    /// The plugin's name.
+    pub plugin: String,
+    /// Unix seconds of the booking.
+    pub at: u64,
+    pub route: String,
+    pub work_order_id: Option<String>,
+    /// The version that answered (`sha256:…`).
+    pub version: String,
+    /// `ok`, or the error type of the answer.
+    pub outcome: String,
+    pub tape: Vec<u8>,
+}
+
+/// Which tapes of a plugin to read: the newest `last`, those since `since` (Unix
+/// seconds), or both bounds; oldest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TapeQuery {
+    pub last: Option<u32>,
+    pub since: Option<u64>,
+}
+
+impl TapeQuery {
+    /// Most tapes one query answers, whatever it asks: a replay runs each through a plugin.
+    pub const MAX: u32 = 100_000;
+
+    /// How many rows to read at most.
+    pub fn limit(&self) -> u32 {
+        self.last.unwrap_or(Self::MAX).min(Self::MAX)
+    }
+
+    /// The newest tapes among `rows` (oldest first) that the query selects, oldest first.
+    pub fn select<'a>(&self, rows: impl DoubleEndedIterator<Item = &'a TapeRow>) -> Vec<TapeRow> {
+        let mut picked: Vec<TapeRow> = rows
+            .rev()
+            .filter(|t| self.since.is_none_or(|since| t.at >= since))
+            .take(self.limit() as usize)
+            .cloned()
+            .collect();
+        picked.reverse();
+        picked
+    }
 }
 
 /// A listing a booking made: the keys under `prefix`, at most `limit`.
@@ -133,8 +182,11 @@ pub trait Storage: Send + Sync + 'static {
     }
     /// The journal's record of a completed booking, once durable.
     fn recorded(&self, key: &str) -> Result<Option<Recorded>, StorageError>;
-    /// Removes journal records older than `before` (Unix seconds); how many.
+    /// Removes journal records and tapes older than `before` (Unix seconds); how many
+    /// journal records.
     fn prune(&self, before: u64) -> Result<u64, StorageError>;
+    /// The durable tapes of `plugin` the query selects, oldest first.
+    fn tapes(&self, plugin: &str, query: TapeQuery) -> Result<Vec<TapeRow>, StorageError>;
     /// Whether calls may wait on I/O (disk, network), so that async code must make them
     /// on a blocking thread. A backend that never waits is called inline.
     fn waits_on_io(&self) -> bool {
@@ -251,8 +303,11 @@ pub trait Durable: Send + Sync + 'static {
     fn list(&self, ns: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StorageError>;
     /// The journal's durable record under `key`.
     fn recorded(&self, key: &str) -> Result<Option<Recorded>, StorageError>;
-    /// Removes journal records older than `before` (Unix seconds); how many.
+    /// Removes journal records and tapes older than `before` (Unix seconds); how many
+    /// journal records.
     fn prune(&self, before: u64) -> Result<u64, StorageError>;
+    /// The durable tapes of `plugin` the query selects, oldest first.
+    fn tapes(&self, plugin: &str, query: TapeQuery) -> Result<Vec<TapeRow>, StorageError>;
     /// Writes `batches` in order in one durable transaction: each checked after the ones
     /// before it and applied only if its expectations hold. An error writes none of them.
     fn commit_group(&self, batches: &[&Batch]) -> Result<Vec<Commit>, StorageError>;
@@ -281,7 +336,7 @@ pub type SharedStorage = Arc<dyn Storage>;
 /// commits, conflicts, journal records and listings, whatever holds them.
 #[cfg(test)]
 mod conformance {
-    use super::{Batch, Commit, Listing, Recorded, Storage};
+    use super::{Batch, Commit, Listing, Recorded, Storage, TapeQuery, TapeRow};
 
     fn record(key: &str, at: u64) -> Recorded {
         Recorded {
@@ -363,6 +418,72 @@ mod conformance {
         assert!(s.recorded("new").unwrap().is_some());
     }
 
+    fn tape(plugin: &str, at: u64, body: &[u8]) -> TapeRow {
+        TapeRow {
+            plugin: plugin.into(),
+            at,
+            route: "r".into(),
+            work_order_id: Some(format!("WO-{at}")),
+            version: "sha256:0".into(),
+            outcome: "ok".into(),
+            tape: body.to_vec(),
+        }
+    }
+
+    pub fn tapes_are_kept_with_their_booking_listed_newest_and_pruned(s: &dyn Storage) {
+        for at in [10, 20, 30, 40] {
+            let batch = Batch {
+                journal: Some(record(&format!("k{at}"), at)),
+                tape: Some(tape("p", at, format!("t{at}").as_bytes())),
+                ..write("a", &format!("x{at}"), b"1")
+            };
+            assert_eq!(s.commit(batch).unwrap(), Commit::Done);
+        }
+        // A tape alone (a refused booking) is kept too; one whose batch conflicts is not.
+        let alone = Batch {
+            ns: "a".into(),
+            tape: Some(tape("p", 50, b"t50")),
+            ..Batch::default()
+        };
+        assert_eq!(s.commit(alone).unwrap(), Commit::Done);
+        let stale = Batch {
+            expect: vec![("x10".into(), None)],
+            tape: Some(tape("p", 60, b"t60")),
+            ..write("a", "y", b"1")
+        };
+        assert_eq!(s.commit(stale).unwrap(), Commit::Conflict);
+        s.commit(Batch {
+            tape: Some(tape("other", 70, b"o")),
+            ..write("b", "z", b"1")
+        })
+        .unwrap();
+        let bodies = |q: TapeQuery| -> Vec<Vec<u8>> {
+            s.tapes("p", q)
+                .unwrap()
+                .into_iter()
+                .map(|t| t.tape)
+                .collect()
+        };
+        assert_eq!(
+            bodies(TapeQuery::default()),
+            [&b"t10"[..], b"t20", b"t30", b"t40", b"t50"]
+        );
+        let newest = TapeQuery {
+            last: Some(2),
+            since: None,
+        };
+        assert_eq!(bodies(newest), [&b"t40"[..], b"t50"]);
+        let since = TapeQuery {
+            last: None,
+            since: Some(30),
+        };
+        assert_eq!(bodies(since), [&b"t30"[..], b"t40", b"t50"]);
+        assert_eq!(s.tapes("p", newest).unwrap()[0], tape("p", 40, b"t40"));
+        s.prune(35).unwrap();
+        assert_eq!(bodies(TapeQuery::default()), [&b"t40"[..], b"t50"]);
+        assert_eq!(s.tapes("other", TapeQuery::default()).unwrap().len(), 1);
+    }
+
     pub fn listings_are_in_byte_order_within_the_namespace_and_limit(s: &dyn Storage) {
         for key in ["p/b", "p/a", "q/a", "p/c"] {
             s.commit(write("a", key, b"")).unwrap();
@@ -409,6 +530,7 @@ mod conformance {
                     commits_apply_whole_and_namespaces_are_separate,
                     a_changed_read_or_listing_is_a_conflict_and_applies_nothing,
                     the_journal_records_once_and_prunes_by_age,
+                    tapes_are_kept_with_their_booking_listed_newest_and_pruned,
                     listings_are_in_byte_order_within_the_namespace_and_limit);
             }
         };

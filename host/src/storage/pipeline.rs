@@ -273,6 +273,14 @@ impl<D: Durable> Storage for Pipeline<D> {
         self.shared.disk.prune(before)
     }
 
+    fn tapes(
+        &self,
+        plugin: &str,
+        query: super::TapeQuery,
+    ) -> Result<Vec<super::TapeRow>, StorageError> {
+        self.shared.disk.tapes(plugin, query)
+    }
+
     fn waits_on_io(&self) -> bool {
         // A local file's reads are short and from the page cache in practice (`cargo
         // bench --bench kv_reads`: a few microseconds, against tens for a hop to a
@@ -407,6 +415,13 @@ mod tests {
         fn prune(&self, before: u64) -> Result<u64, StorageError> {
             self.disk.prune(before)
         }
+        fn tapes(
+            &self,
+            plugin: &str,
+            query: crate::storage::TapeQuery,
+        ) -> Result<Vec<crate::storage::TapeRow>, StorageError> {
+            self.disk.tapes(plugin, query)
+        }
         fn commit_group(&self, batches: &[&Batch]) -> Result<Vec<Commit>, StorageError> {
             let write = self.verdicts.lock().unwrap().recv().unwrap_or(true);
             if !write {
@@ -510,6 +525,13 @@ mod tests {
         }
         fn prune(&self, _: u64) -> Result<u64, StorageError> {
             Ok(0)
+        }
+        fn tapes(
+            &self,
+            _: &str,
+            _: crate::storage::TapeQuery,
+        ) -> Result<Vec<crate::storage::TapeRow>, StorageError> {
+            Ok(Vec::new())
         }
         fn commit_group(&self, _: &[&Batch]) -> Result<Vec<Commit>, StorageError> {
             panic!("the backend failed in a way it did not report");

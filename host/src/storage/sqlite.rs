@@ -9,7 +9,7 @@
 //! writer its groups.
 
 use super::pipeline::Pipeline;
-use super::{Batch, Commit, Durable, Listing, Recorded, StorageError};
+use super::{Batch, Commit, Durable, Listing, Recorded, StorageError, TapeQuery, TapeRow};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
@@ -27,6 +27,13 @@ const SCHEMA: &str = "
         response BLOB NOT NULL, at INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
+    CREATE TABLE IF NOT EXISTS tapes (
+        id INTEGER PRIMARY KEY, plugin TEXT NOT NULL, at INTEGER NOT NULL,
+        route TEXT NOT NULL, work_order_id TEXT, version TEXT NOT NULL,
+        outcome TEXT NOT NULL, tape BLOB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS tapes_plugin ON tapes (plugin, id);
+    CREATE INDEX IF NOT EXISTS tapes_at ON tapes (at);
 ";
 
 /// The SQLite store the host serves from: the file behind a commit pipeline.
@@ -161,10 +168,16 @@ impl Durable for SqliteDisk {
     }
 
     fn prune(&self, before: u64) -> Result<u64, StorageError> {
-        self.writer()
-            .execute("DELETE FROM journal WHERE at < ?1", params![before as i64])
+        let c = self.writer();
+        c.execute("DELETE FROM tapes WHERE at < ?1", params![before as i64])
+            .map_err(err)?;
+        c.execute("DELETE FROM journal WHERE at < ?1", params![before as i64])
             .map(|n| n as u64)
             .map_err(err)
+    }
+
+    fn tapes(&self, plugin: &str, query: TapeQuery) -> Result<Vec<TapeRow>, StorageError> {
+        self.read(|c| tapes(c, plugin, query))
     }
 
     fn commit_group(&self, batches: &[&Batch]) -> Result<Vec<Commit>, StorageError> {
@@ -218,6 +231,80 @@ fn recorded(c: &Connection, key: &str) -> rusqlite::Result<Option<Recorded>> {
         .optional()
 }
 
+fn tapes(c: &Connection, plugin: &str, query: TapeQuery) -> rusqlite::Result<Vec<TapeRow>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT at, route, work_order_id, version, outcome, tape FROM tapes
+         WHERE plugin = ?1 AND at >= ?2 ORDER BY id DESC LIMIT ?3",
+    )?;
+    let since = query.since.unwrap_or(0) as i64;
+    let rows = stmt.query_map(params![plugin, since, query.limit()], |r| {
+        Ok(TapeRow {
+            plugin: plugin.to_string(),
+            at: r.get::<_, i64>(0)? as u64,
+            route: r.get(1)?,
+            work_order_id: r.get(2)?,
+            version: r.get(3)?,
+            outcome: r.get(4)?,
+            tape: r.get(5)?,
+        })
+    })?;
+    let mut newest_first = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
+/// A store file opened for reading only, without its lock: what `followup plugin replay`
+/// reads while the host that owns the file keeps serving (WAL lets readers run beside
+/// its writer). Its commits are refused.
+pub struct ReadOnly {
+    reader: Mutex<Connection>,
+}
+
+impl ReadOnly {
+    pub fn open(path: &Path) -> Result<ReadOnly, StorageError> {
+        let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| StorageError(format!("cannot open {}: {e}", path.display())))?;
+        c.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        Ok(ReadOnly {
+            reader: Mutex::new(c),
+        })
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
+        f(&self.reader.lock().unwrap_or_else(PoisonError::into_inner)).map_err(err)
+    }
+}
+
+impl super::Storage for ReadOnly {
+    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.read(|c| get(c, ns, key))
+    }
+
+    fn list(&self, ns: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StorageError> {
+        self.read(|c| list(c, ns, prefix, limit))
+    }
+
+    fn submit(&self, _: Batch) -> Result<super::Pending, StorageError> {
+        Err(StorageError("this store is open for reading only".into()))
+    }
+
+    fn recorded(&self, key: &str) -> Result<Option<Recorded>, StorageError> {
+        self.read(|c| recorded(c, key))
+    }
+
+    fn prune(&self, _: u64) -> Result<u64, StorageError> {
+        Err(StorageError("this store is open for reading only".into()))
+    }
+
+    fn tapes(&self, plugin: &str, query: TapeQuery) -> Result<Vec<TapeRow>, StorageError> {
+        self.read(|c| tapes(c, plugin, query))
+    }
+}
+
 /// Applies one batch inside the current transaction; `Done` only if it wrote. Every
 /// check comes before the first write, so a batch that does not apply wrote nothing.
 fn apply(c: &Connection, batch: &Batch) -> rusqlite::Result<Commit> {
@@ -259,6 +346,21 @@ fn apply(c: &Connection, batch: &Batch) -> rusqlite::Result<Commit> {
             "INSERT INTO journal (key, route, plugin, response, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![j.key, j.route, j.plugin, j.response, j.at as i64])?;
+    }
+    if let Some(t) = &batch.tape {
+        c.prepare_cached(
+            "INSERT INTO tapes (plugin, at, route, work_order_id, version, outcome, tape)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            t.plugin,
+            t.at as i64,
+            t.route,
+            t.work_order_id,
+            t.version,
+            t.outcome,
+            t.tape
+        ])?;
     }
     Ok(Commit::Done)
 }

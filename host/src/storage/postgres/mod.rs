@@ -545,8 +545,43 @@ impl Durable for PgDisk {
                  DELETE FROM hosts WHERE seen < now() - interval '1 day';",
             )
             .await?;
+            c.execute("DELETE FROM tapes WHERE at < $1", &[&before])
+                .await?;
             c.execute("DELETE FROM journal WHERE at < $1", &[&before])
                 .await
+        })
+    }
+
+    fn tapes(
+        &self,
+        plugin: &str,
+        query: super::TapeQuery,
+    ) -> Result<Vec<super::TapeRow>, StorageError> {
+        let plugin = plugin.to_string();
+        self.query(move |c| async move {
+            let stmt = c
+                .prepare_cached(
+                    "SELECT at, route, work_order_id, version, outcome, tape FROM tapes
+                     WHERE plugin = $1 AND at >= $2 ORDER BY id DESC LIMIT $3",
+                )
+                .await?;
+            let since = query.since.unwrap_or(0) as i64;
+            let rows = c
+                .query(&stmt, &[&plugin, &since, &i64::from(query.limit())])
+                .await?;
+            Ok(rows
+                .iter()
+                .rev()
+                .map(|r| super::TapeRow {
+                    plugin: plugin.clone(),
+                    at: r.get::<_, i64>(0) as u64,
+                    route: r.get(1),
+                    work_order_id: r.get(2),
+                    version: r.get(3),
+                    outcome: r.get(4),
+                    tape: r.get(5),
+                })
+                .collect())
         })
     }
 
@@ -556,12 +591,19 @@ impl Durable for PgDisk {
             .iter()
             .map(|b| b.journal.as_ref().map(|j| j.key.clone()))
             .collect();
+        let tapes = tapes_json(batches);
         let outcome = self
             .query(move |c| async move {
-                let stmt = c
-                    .prepare_cached("SELECT * FROM followup_commit($1::TEXT::JSONB)")
-                    .await?;
-                c.query(&stmt, &[&group]).await
+                match tapes {
+                    None => {
+                        let stmt = c.prepare_cached(COMMIT).await?;
+                        c.query(&stmt, &[&group]).await
+                    }
+                    Some(tapes) => {
+                        let stmt = c.prepare_cached(COMMIT_WITH_TAPES).await?;
+                        c.query(&stmt, &[&group, &tapes]).await
+                    }
+                }
             })
             .and_then(|rows| outcomes(&rows, keys));
         self.cache_outcome(batches, &outcome);
@@ -583,6 +625,46 @@ impl Durable for PgDisk {
     fn versions(&self) -> Option<&dyn super::SharedVersions> {
         Some(self)
     }
+}
+
+/// Commits a group in one statement.
+const COMMIT: &str = "SELECT * FROM followup_commit($1::TEXT::JSONB)";
+
+/// Commits a group and keeps the tapes of the bookings that applied, in one statement (so
+/// in one transaction and one round trip); `$2` holds each booking's tape or null.
+const COMMIT_WITH_TAPES: &str = "
+    WITH c AS (
+        SELECT * FROM followup_commit($1::TEXT::JSONB)
+        WITH ORDINALITY AS c(o_outcome, o_route, o_plugin, o_response, o_at, i)
+    ), kept AS (
+        INSERT INTO tapes (plugin, at, route, work_order_id, version, outcome, tape)
+        SELECT t->>'plugin', (t->>'at')::BIGINT, t->>'route', t->>'work_order_id',
+               t->>'version', t->>'outcome', decode(t->>'tape', 'hex')
+        FROM jsonb_array_elements($2::TEXT::JSONB) WITH ORDINALITY AS x(t, i)
+        JOIN c USING (i)
+        WHERE c.o_outcome = 'done' AND jsonb_typeof(t) = 'object'
+        ORDER BY i
+    )
+    SELECT o_outcome, o_route, o_plugin, o_response, o_at FROM c ORDER BY i";
+
+/// The tapes of a group's bookings as `COMMIT_WITH_TAPES` takes them; `None` when no
+/// booking of the group has one.
+fn tapes_json(batches: &[&Batch]) -> Option<String> {
+    if batches.iter().all(|b| b.tape.is_none()) {
+        return None;
+    }
+    let tapes: Vec<Value> = batches
+        .iter()
+        .map(|b| match &b.tape {
+            None => Value::Null,
+            Some(t) => json!({
+                "plugin": t.plugin, "at": t.at, "route": t.route,
+                "work_order_id": t.work_order_id, "version": t.version,
+                "outcome": t.outcome, "tape": hex(&t.tape),
+            }),
+        })
+        .collect();
+    Some(Value::Array(tapes).to_string())
 }
 
 /// What `followup_commit` answered for each booking of a group.

@@ -146,6 +146,21 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE claims SET UNLOGGED;
     DROP SEQUENCE claim_fences;
     "#,
+    // 4: tapes of bookings, for replay; written in the statement that commits the group.
+    r#"
+    CREATE TABLE tapes (
+        id BIGSERIAL PRIMARY KEY,
+        plugin TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        route TEXT NOT NULL,
+        work_order_id TEXT,
+        version TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        tape BYTEA NOT NULL
+    );
+    CREATE INDEX tapes_plugin ON tapes (plugin, id);
+    CREATE INDEX tapes_at ON tapes (at);
+    "#,
 ];
 /// The statements that bring a database to the newest schema, run in one transaction.
 pub const PREPARE: &str = "

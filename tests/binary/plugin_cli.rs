@@ -225,3 +225,76 @@ fn run_answers_through_the_production_path_and_reports_limits_hit() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn replay_reads_the_tapes_of_a_host_that_keeps_serving() {
+    let dir = scratch("plugin-replay");
+    let booker = example_booker()
+        .with_value("closed_weekdays", "7")
+        .recorded(&[]);
+    let mut config = Config::default()
+        .with_token(TokenConfig::off())
+        .with_plugin("booker", booker)
+        .with_route(RouteConfig::book_job("/workorders/{0}/followup", "booker"));
+    config.store.path = dir.join("followup.db");
+    config.versions_dir = dir.join("versions");
+    let config = write_config(&dir, &config.checked().unwrap());
+    let host = Host::serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        false,
+        |_| {},
+    );
+    // Saturday 2024-06-22 at 09:00 local (UTC−4), then the Tuesday after, both open.
+    let client = reqwest::Client::new();
+    for (wo, day) in [("WO-SAT", 22), ("WO-TUE", 25)] {
+        let body = std::fs::read_to_string(example("book-job.minimal.json"))
+            .unwrap()
+            .replace("2024-06-18T13:00", &format!("2024-06-{day}T13:00"))
+            .replace("2024-06-18T17:00", &format!("2024-06-{day}T15:00"));
+        let answer = client
+            .post(format!("{}/workorders/{wo}/followup", host.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    }
+    let replay = |candidate: &str, extra: &[&str]| {
+        let mut args = vec![
+            "replay",
+            candidate,
+            "--plugin",
+            "booker",
+            "--config",
+            config.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        local(&args)
+    };
+    // While the host serves (and holds the store's lock): the variant changes Saturday's.
+    let (ok, text) = replay(guests::BOOKER_VARIANT, &["--json"]);
+    assert!(!ok, "{text}");
+    let json_end = text.rfind('}').unwrap() + 1;
+    let report: serde_json::Value = serde_json::from_str(&text[..json_end]).unwrap();
+    assert_eq!(report["summary"]["total"], 2);
+    assert_eq!(report["summary"]["differs"], 1);
+    assert_eq!(report["bookings"][0]["work_order_id"], "WO-SAT");
+    assert_eq!(report["bookings"][0]["outcome"], "differs");
+    assert_eq!(report["bookings"][1]["outcome"], "same");
+    assert!(text.contains("1 of 2 bookings differ or failed"), "{text}");
+    // Allowed one difference, the same replay passes; the example itself changes nothing.
+    let (ok, text) = replay(guests::BOOKER_VARIANT, &["--max-diff", "1"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("1 differ"), "{text}");
+    let (ok, text) = replay(guests::CAPACITY_BOOKER, &["--last", "1"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("replayed 1 recorded bookings"), "{text}");
+    drop(host);
+    let _ = std::fs::remove_dir_all(&dir);
+}

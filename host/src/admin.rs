@@ -1,6 +1,7 @@
 //! The admin API, on its own listener (loopback by default): list plugins and the versions
-//! serving them, deploy a new version, roll back, replay recorded bookings through a
-//! candidate, health and readiness, metrics.
+//! serving them, deploy a new version (serving, in shadow or as a canary), promote or abort
+//! a candidate, roll back, replay recorded bookings through a candidate, health and
+//! readiness, metrics.
 //!
 //! Every endpoint but `/healthz`, `/readyz` and `/openapi.json` needs
 //! `Authorization: Bearer <token>`, the token coming from the environment
@@ -14,6 +15,7 @@ use crate::contract::PluginIdent;
 use crate::metrics::escape;
 use crate::plugin::history::Trigger;
 use crate::plugin::loader::MAX_REASON_BYTES;
+use crate::promote::Mode;
 use crate::text::one_line;
 use crate::{App, DeployError};
 use axum::Router;
@@ -45,6 +47,9 @@ pub fn router(app: Arc<App>, token: Arc<str>) -> Router {
         .route("/plugins/{name}", post(deploy))
         .route("/plugins/{name}/rollback/{version}", post(rollback))
         .route("/plugins/{name}/replay", post(replay))
+        .route("/plugins/{name}/promote", post(promote))
+        .route("/plugins/{name}/abort", post(abort))
+        .route("/plugins/{name}/shadow", get(shadow))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .with_state(state)
 }
@@ -165,6 +170,7 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
             );
         }
     };
+    let rollbacks = admin.app.candidates.rollbacks();
     let plugins: Vec<_> = admin
         .app
         .plugins
@@ -193,9 +199,30 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
                     .count();
                 format!("{} serving on {on} of {} hosts", p.ident.version, hosts.len())
             });
+            // A candidate in shadow or canary, with its figures; the canary rollbacks.
+            let candidate = admin.app.candidates.get(&p.ident.name).map(|c| {
+                let mut view = json!({
+                    "version": c.plugin.ident.version,
+                    "mode": c.mode.label(),
+                    "since": c.since,
+                });
+                match c.mode {
+                    Mode::Shadow => view["runs"] = json!(c.shadow.counts()),
+                    Mode::Canary { percent } => {
+                        view["percent"] = json!(percent);
+                        view["window"] = json!(c.figures());
+                    }
+                }
+                view
+            });
+            let rolled_back = rollbacks.get(&p.ident.name).map(|(n, last)| {
+                json!({ "count": n, "last": last })
+            });
             json!({
                 "name": p.ident.name,
                 "version": p.ident.version,
+                "candidate": candidate,
+                "canary_rollbacks": rolled_back,
                 "wit": p.wit_version,
                 "book": p.book.is_some(),
                 "search": p.search.is_some(),
@@ -235,18 +262,99 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
 async fn deploy(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if let Some(r) = unauthorised(&admin, &headers) {
         return r;
     }
-    swap_answer(
-        admin
-            .app
-            .deploy(&name, Arc::from(&body[..]), Trigger::Api)
-            .await,
-    )
+    let mode = match deploy_mode(query.as_deref().unwrap_or("")) {
+        Ok(mode) => mode,
+        Err(e) => return refused(StatusCode::BAD_REQUEST, "invalid-request", e),
+    };
+    let bytes = Arc::from(&body[..]);
+    swap_answer(match mode {
+        None => admin.app.deploy(&name, bytes, Trigger::Api).await,
+        Some(mode) => admin.app.stage(&name, bytes, mode).await,
+    })
+}
+
+/// `mode=shadow`, or `mode=canary&percent=N`; nothing: a deploy that serves.
+fn deploy_mode(query: &str) -> Result<Option<Mode>, String> {
+    let (mut mode, mut percent) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("mode", m) => mode = Some(m.to_string()),
+            ("percent", p) => {
+                percent = Some(
+                    p.parse::<u8>()
+                        .ok()
+                        .filter(|p| (1..=100).contains(p))
+                        .ok_or_else(|| format!("percent must be 1 to 100, not {p:?}"))?,
+                )
+            }
+            (other, _) => return Err(format!("unknown query parameter {other:?}")),
+        }
+    }
+    match (mode.as_deref(), percent) {
+        (None, None) | (Some("serve"), None) => Ok(None),
+        (Some("shadow"), None) => Ok(Some(Mode::Shadow)),
+        (Some("canary"), Some(percent)) => Ok(Some(Mode::Canary { percent })),
+        (Some("canary"), None) => Err("mode=canary needs percent=1..100".into()),
+        (_, Some(_)) => Err("percent goes with mode=canary".into()),
+        (Some(other), None) => Err(format!("mode must be shadow or canary, not {other:?}")),
+    }
+}
+
+async fn promote(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = unauthorised(&admin, &headers) {
+        return r;
+    }
+    swap_answer(admin.app.promote(&name).await)
+}
+
+async fn abort(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = unauthorised(&admin, &headers) {
+        return r;
+    }
+    swap_answer(admin.app.abort(&name).await)
+}
+
+/// A shadow's counts and its latest runs that did not answer the same.
+async fn shadow(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = unauthorised(&admin, &headers) {
+        return r;
+    }
+    match admin.app.candidates.get(&name) {
+        Some(c) if c.mode == Mode::Shadow => answer(
+            StatusCode::OK,
+            json!({
+                "plugin": name,
+                "version": c.plugin.ident.version,
+                "since": c.since,
+                "runs": c.shadow.counts(),
+                "latest": c.shadow.latest(),
+            }),
+        ),
+        _ => refused(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("plugin {name} has no candidate in shadow"),
+        ),
+    }
 }
 
 async fn rollback(
@@ -307,9 +415,11 @@ fn swap_answer(outcome: Result<Arc<PluginIdent>, DeployError>) -> Response {
             StatusCode::OK,
             json!({ "name": ident.name, "version": ident.version }),
         ),
-        Err(e @ (DeployError::UnknownVersion(..) | DeployError::UnknownPlugin(_))) => {
-            refused(StatusCode::NOT_FOUND, "not-found", reason(e))
-        }
+        Err(
+            e @ (DeployError::UnknownVersion(..)
+            | DeployError::UnknownPlugin(_)
+            | DeployError::NoCandidate(_)),
+        ) => refused(StatusCode::NOT_FOUND, "not-found", reason(e)),
         Err(e) => refused(
             StatusCode::UNPROCESSABLE_ENTITY,
             "deploy-refused",
@@ -365,6 +475,39 @@ async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Respons
                 plugin.warm.idle_count()
             ));
         }
+    }
+    text.push_str(
+        "# HELP followup_shadow_runs_total Live bookings replayed through a shadow candidate, by \
+         outcome (skipped: every shadow run was busy).\n\
+         # TYPE followup_shadow_runs_total counter\n",
+    );
+    for (name, c) in app.candidates.all() {
+        if c.mode != Mode::Shadow {
+            continue;
+        }
+        let counts = c.shadow.counts();
+        for (outcome, n) in [
+            ("same", counts.same),
+            ("differs", counts.differs),
+            ("failed", counts.failed),
+            ("skipped", counts.skipped),
+        ] {
+            text.push_str(&format!(
+                "followup_shadow_runs_total{{plugin=\"{}\",version=\"{}\",outcome=\"{outcome}\"}} {n}\n",
+                escape(&name),
+                escape(&c.plugin.ident.version)
+            ));
+        }
+    }
+    text.push_str(
+        "# HELP followup_canary_rollbacks_total Canaries the host rolled back by itself.\n\
+         # TYPE followup_canary_rollbacks_total counter\n",
+    );
+    for (name, (n, _)) in app.candidates.rollbacks() {
+        text.push_str(&format!(
+            "followup_canary_rollbacks_total{{plugin=\"{}\"}} {n}\n",
+            escape(&name)
+        ));
     }
     text.push_str(
         "# HELP followup_plugin_draining_requests Requests still running on replaced versions.\n\

@@ -28,7 +28,7 @@ use crate::contract::RouteKind;
 use crate::contract::types::RequestContext;
 use crate::error::{ApiError, ErrorKind};
 use crate::plugin::LoadedPlugin;
-use crate::replay::tape::Recorder;
+use crate::replay::tape::{Recorder, Tape};
 use crate::runtime::PluginRuntime;
 use crate::runtime::Services;
 use crate::storage::kv::KvSession;
@@ -239,7 +239,20 @@ impl Journal {
         ctx: &RequestContext,
         json: &Value,
     ) -> Result<Booked, ApiError> {
-        book(self, runtime, plugin, ctx, json).await
+        book(self, runtime, plugin, ctx, json, None).await
+    }
+
+    /// [`Journal::book`], filling `taped` with the tape of the run that answered, when the
+    /// plugin ran (a shadow replays it).
+    pub async fn book_taped(
+        &self,
+        runtime: &PluginRuntime,
+        plugin: &LoadedPlugin,
+        ctx: &RequestContext,
+        json: &Value,
+        taped: &mut Option<Tape>,
+    ) -> Result<Booked, ApiError> {
+        book(self, runtime, plugin, ctx, json, Some(taped)).await
     }
 }
 
@@ -249,6 +262,7 @@ async fn book(
     plugin: &LoadedPlugin,
     ctx: &RequestContext,
     json: &Value,
+    mut taped: Option<&mut Option<Tape>>,
 ) -> Result<Booked, ApiError> {
     let key = &ctx.idempotency_key;
     let _claim = loop {
@@ -302,11 +316,16 @@ async fn book(
             }
             _ => None,
         };
-        // A plugin that records has its reads kept on the booking's tape.
-        let recorder = plugin
-            .record
-            .as_ref()
-            .map(|policy| Recorder::new(policy.max_bytes));
+        // A plugin that records, or a caller that wants the tape, has the booking's host
+        // calls kept.
+        let recorder = (plugin.record.is_some() || taped.is_some()).then(|| {
+            Recorder::new(
+                plugin
+                    .record
+                    .as_ref()
+                    .map_or(crate::replay::DEFAULT_MAX_BYTES, |p| p.max_bytes),
+            )
+        });
         let store = match &recorder {
             Some(recorder) => Arc::new(crate::replay::world::Recording::new(
                 app.storage.clone(),
@@ -325,16 +344,32 @@ async fn book(
             Ok(answer) => answer,
             Err(e) => {
                 if let Some(recorder) = recorder {
-                    keep_tape(app, plugin, ctx, json, recorder, &e);
+                    let recording = recorder.take();
+                    if recording.reached {
+                        let answer = crate::replay::answered(Err(&e));
+                        let tape = taping(plugin, ctx, json, recording, answer);
+                        if plugin.record.is_some() {
+                            keep_tape(app, plugin, &tape);
+                        }
+                        if let Some(taped) = taped {
+                            *taped = Some(tape);
+                        }
+                    }
                 }
                 return Err(e);
             }
         };
         let tape = recorder.map(|recorder| {
-            let policy = plugin.record.as_deref().expect("a recorder has a policy");
             let answer = crate::replay::answered(Ok(&bytes));
-            crate::replay::tape_row(policy, plugin, ctx, json, recorder.take(), answer)
+            taping(plugin, ctx, json, recorder.take(), answer)
         });
+        let row = match (&tape, &plugin.record) {
+            (Some(tape), Some(_)) => Some(crate::replay::row(name, tape)),
+            _ => None,
+        };
+        if let Some(taped) = taped.as_deref_mut() {
+            *taped = tape;
+        }
         let record = Recorded {
             key: key.clone(),
             route: ctx.route.clone(),
@@ -351,7 +386,7 @@ async fn book(
             },
         };
         batch.lease = lease;
-        batch.tape = tape;
+        batch.tape = row;
         let shared = match (&exclusive, space) {
             (None, Some(space)) if !batch.writes.is_empty() => Some(space.lock.read().await),
             _ => None,
@@ -413,29 +448,24 @@ async fn book(
     .for_plugin(&plugin.ident))
 }
 
-/// Keeps the tape of a booking the plugin refused or failed (one that reached it): no
-/// journal record goes with it, so it is committed alone, off the answer's path.
-fn keep_tape(
-    app: &Journal,
+/// A booking's tape, without the paths the plugin's recording leaves out.
+fn taping(
     plugin: &LoadedPlugin,
     ctx: &RequestContext,
     json: &Value,
-    recorder: Recorder,
-    error: &ApiError,
-) {
-    let recording = recorder.take();
-    if !recording.reached {
-        return;
-    }
-    let Some(policy) = plugin.record.as_deref() else {
-        return;
-    };
-    let answer = crate::replay::answered(Err(error));
+    recording: crate::replay::tape::Recording,
+    answer: crate::replay::tape::Answer,
+) -> Tape {
+    let redact = plugin.record.as_ref().map_or(&[][..], |p| &p.redact[..]);
+    crate::replay::tape(redact, plugin, ctx, json, recording, answer)
+}
+
+/// Keeps the tape of a booking the plugin refused or failed (one that reached it): no
+/// journal record goes with it, so it is committed alone, off the answer's path.
+fn keep_tape(app: &Journal, plugin: &LoadedPlugin, tape: &Tape) {
     let batch = Batch {
         ns: plugin.ident.name.clone(),
-        tape: Some(crate::replay::tape_row(
-            policy, plugin, ctx, json, recording, answer,
-        )),
+        tape: Some(crate::replay::row(&plugin.ident.name, tape)),
         ..Batch::default()
     };
     let storage = app.storage.clone();

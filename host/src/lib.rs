@@ -41,6 +41,7 @@ pub mod logging;
 pub mod metrics;
 pub mod openapi;
 pub mod plugin;
+pub mod promote;
 pub mod replay;
 pub mod runtime;
 pub mod server;

@@ -14,6 +14,7 @@ mod loading;
 mod native;
 mod openapi;
 mod outbound;
+mod promote;
 mod replay;
 mod reuse;
 mod sandbox;

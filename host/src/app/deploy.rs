@@ -59,18 +59,30 @@ impl App {
         bytes: Arc<[u8]>,
         trigger: Trigger,
     ) -> Result<Arc<PluginIdent>, DeployError> {
+        let current = self
+            .plugin(name)
+            .ok_or_else(|| DeployError::UnknownPlugin(name.to_string()))?;
+        if plugin::loader::content_hash(&bytes) == current.hash {
+            return Ok(current.ident.clone());
+        }
+        let candidate = self.admit_candidate(name, bytes, trigger).await?;
+        self.swap(name, candidate, trigger).await
+    }
+
+    /// Loads `bytes` as a version of plugin `name` and runs the gate's checks on it: the
+    /// loader's, the routes', the samples and (for an operator's deploy) the replay.
+    pub(super) async fn admit_candidate(
+        &self,
+        name: &str,
+        bytes: Arc<[u8]>,
+        trigger: Trigger,
+    ) -> Result<LoadedPlugin, DeployError> {
         let manifest = self
             .manifests
             .get(name)
             .ok_or_else(|| DeployError::UnknownPlugin(name.to_string()))?
             .clone();
-        let current = self
-            .plugin(name)
-            .ok_or_else(|| DeployError::UnknownPlugin(name.to_string()))?;
         let hash = plugin::loader::content_hash(&bytes);
-        if hash == current.hash {
-            return Ok(current.ident.clone());
-        }
         let candidate = self.load_candidate(name, bytes, hash).await?;
         for route in self.routes.routes().iter().filter(|r| r.plugin == name) {
             check_serves(&candidate, &route.name, route.kind)
@@ -93,7 +105,17 @@ impl App {
                 return Err(DeployError::ReplayDiffers(Box::new(report)));
             }
         }
+        Ok(candidate)
+    }
 
+    /// Makes `candidate`, which passed the gate, the serving version of `name`: published
+    /// to the other hosts first when the store is shared, then swapped in and recorded.
+    async fn swap(
+        &self,
+        name: &str,
+        candidate: LoadedPlugin,
+        trigger: Trigger,
+    ) -> Result<Arc<PluginIdent>, DeployError> {
         let candidate = Arc::new(candidate);
         let ident = candidate.ident.clone();
         // With a shared store, published to every host before it serves here (a version
@@ -275,6 +297,8 @@ pub enum DeployError {
     UnknownVersion(String, String),
     #[error("{}", replay_refusal(.0))]
     ReplayDiffers(Box<replay::Report>),
+    #[error("plugin {0} has no candidate in shadow or canary")]
+    NoCandidate(String),
 }
 
 /// Why a candidate's replay refused it: the totals and the first bookings that changed.

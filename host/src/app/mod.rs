@@ -3,6 +3,7 @@
 //! how it is built from the configuration ([`start`]) and changed by deploys ([`deploy`]).
 
 pub mod deploy;
+pub mod promote;
 pub mod shared;
 pub mod start;
 
@@ -46,6 +47,8 @@ pub struct App {
     pub journal: Arc<journal::Journal>,
     /// The shared versions this host applied (a store several hosts share).
     shared_applied: shared::Applied,
+    /// Candidate versions in shadow or canary beside the serving ones.
+    pub candidates: crate::promote::Candidates,
     pub status_mode: StatusMode,
     pub max_body_bytes: usize,
     pub limits: InputLimits,
@@ -196,6 +199,7 @@ impl App {
             degraded: Mutex::new(degraded),
             storage: storage.clone(),
             shared_applied: tokio::sync::Mutex::new(applied),
+            candidates: Default::default(),
             journal: Arc::new(journal::Journal::new(
                 storage,
                 config.plugins.keys(),

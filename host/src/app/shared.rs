@@ -5,8 +5,9 @@
 //! and pointer in one transaction); every other host follows: woken by the store's
 //! notification, or by its own poll every [`POLL`], it loads the published version through
 //! its own gate and serves it. At start a host serves what the store says, unless its
-//! configured file changed while it was down, which is a deploy like any other. Each host
-//! also writes a heartbeat with what it serves, which `GET /plugins` reports.
+//! configured file changed while it was down, which is a deploy like any other. Candidates
+//! (shadow, canary) are shared the same way (`app/promote.rs`). Each host also writes a
+//! heartbeat with what it serves, which `GET /plugins` reports.
 
 use super::App;
 use super::deploy::DeployError;
@@ -97,6 +98,8 @@ impl App {
             }
             applied.insert(version.plugin.clone(), version.generation);
         }
+        let candidates = self.blocking_versions(|v| v.candidates()).await?;
+        self.follow_candidates(candidates).await;
         let serving: BTreeMap<String, String> = self
             .plugins
             .versions()
@@ -138,7 +141,7 @@ impl App {
         }
     }
 
-    async fn blocking_versions<T: Send + 'static>(
+    pub(super) async fn blocking_versions<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn SharedVersions) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {

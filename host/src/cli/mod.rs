@@ -127,7 +127,19 @@ pub enum PluginAction {
         name: String,
         /// The component (`.wasm`).
         file: PathBuf,
+        /// Run it beside the serving version on live bookings' tapes, with no effect,
+        /// instead of serving it (see `GET /plugins/NAME/shadow`).
+        #[arg(long, conflicts_with = "canary")]
+        shadow: bool,
+        /// Let it book this percent of work orders (by a hash of the WorkOrderID) beside
+        /// the serving version; rolled back by the host when it is worse.
+        #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+        canary: Option<u8>,
     },
+    /// Make a plugin's candidate (shadow or canary) the serving version, through the gate.
+    Promote { name: String },
+    /// Drop a plugin's candidate (shadow or canary).
+    Abort { name: String },
     /// Serve a plugin with one of its earlier versions (`sha256:…`, see `list`).
     Rollback { name: String, version: String },
     /// Create a plugin project from a template: it builds, has a test and a README.
@@ -399,11 +411,23 @@ async fn plugin(action: PluginAction, admin: &str, token_env: &str) -> anyhow::R
             return Ok(());
         }
         PluginAction::List => ("/plugins".to_string(), None),
-        PluginAction::Deploy { name, file } => {
+        PluginAction::Deploy {
+            name,
+            file,
+            shadow,
+            canary,
+        } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            (format!("/plugins/{name}"), Some(bytes))
+            let mode = match (shadow, canary) {
+                (true, _) => "?mode=shadow".to_string(),
+                (false, Some(percent)) => format!("?mode=canary&percent={percent}"),
+                (false, None) => String::new(),
+            };
+            (format!("/plugins/{name}{mode}"), Some(bytes))
         }
+        PluginAction::Promote { name } => (format!("/plugins/{name}/promote"), Some(Vec::new())),
+        PluginAction::Abort { name } => (format!("/plugins/{name}/abort"), Some(Vec::new())),
         PluginAction::Rollback { name, version } => (
             format!("/plugins/{name}/rollback/{version}"),
             Some(Vec::new()),

@@ -69,6 +69,7 @@ impl PluginManifest {
             record_max_bytes: 256 << 10,
             replay_last: 0,
             max_replay_diff: 0,
+            canary: Default::default(),
             unknown: Default::default(),
         }
     }

@@ -16,7 +16,7 @@ pub mod runtime;
 pub use http::{
     InputLimits, LogonConfig, MAX_TOKEN_TTL_SECONDS, StatusMode, TokenConfig, TokenMode,
 };
-pub use plugin::{HttpGrant, Limits, Origin, PluginManifest};
+pub use plugin::{CanaryConfig, HttpGrant, Limits, Origin, PluginManifest};
 pub use runtime::RuntimeConfig;
 
 use crate::contract::{RouteKind, Template};
@@ -398,6 +398,10 @@ impl Config {
             manifest
                 .recording()
                 .map_err(|e| anyhow::anyhow!("[plugins.{name}] {e}"))?;
+            manifest
+                .canary
+                .check()
+                .map_err(|e| anyhow::anyhow!("[plugins.{name}.canary] {e}"))?;
             if limits.max_concurrency == 0 || limits.timeout_ms == 0 {
                 bail!("[plugins.{name}] max_concurrency and timeout_ms must be at least 1");
             }

@@ -73,6 +73,9 @@ pub struct PluginManifest {
     /// Default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_replay_diff: u64,
+    /// When a canary rolls itself back (`[plugins.NAME.canary]`); see [`CanaryConfig`].
+    #[serde(default, skip_serializing_if = "CanaryConfig::is_default")]
+    pub canary: CanaryConfig,
     /// Keys that are neither the above nor a limit: refused by the config check (serde
     /// cannot deny unknown fields through a flattened struct).
     #[serde(flatten)]
@@ -189,6 +192,56 @@ impl Default for Limits {
 impl Limits {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// `[plugins.NAME.canary]`: when a canary is worse than the version serving beside it,
+/// over a sliding window, and is rolled back by the host.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CanaryConfig {
+    /// The window both versions are judged over. Default 60.
+    pub window_seconds: u64,
+    /// Bookings the canary must have answered in the window before it is judged. Default
+    /// 10: a canary failing 20 % of its bookings at a few bookings a second is caught
+    /// within the minute.
+    pub min_requests: u64,
+    /// Rolled back when its share of failed bookings (trap, timeout, limit, bad result,
+    /// back end or store failure) exceeds the serving version's by more than this.
+    /// Default 0.1.
+    pub max_failure_rate_increase: f64,
+    /// Rolled back when its p99 latency exceeds the serving version's times this (both with
+    /// `min_requests` in the window). Default 3.
+    pub max_p99_ratio: f64,
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        CanaryConfig {
+            window_seconds: 60,
+            min_requests: 10,
+            max_failure_rate_increase: 0.1,
+            max_p99_ratio: 3.0,
+        }
+    }
+}
+
+impl CanaryConfig {
+    fn is_default(&self) -> bool {
+        *self == CanaryConfig::default()
+    }
+
+    /// Refuses thresholds that cannot judge.
+    pub fn check(&self) -> Result<(), String> {
+        if self.window_seconds == 0 || self.min_requests == 0 {
+            return Err("window_seconds and min_requests must be at least 1".into());
+        }
+        if !(self.max_failure_rate_increase >= 0.0 && self.max_p99_ratio >= 1.0) {
+            return Err(
+                "max_failure_rate_increase must be at least 0 and max_p99_ratio at least 1".into(),
+            );
+        }
+        Ok(())
     }
 }
 

@@ -230,19 +230,12 @@ async fn serve<'a>(
         claims,
     };
     match route.kind {
-        RouteKind::BookJob => match app.journal.book(&app.runtime, &plugin, &ctx, &json).await? {
-            Booked::Ran(bytes) => Ok(json_response(bytes)),
-            Booked::Replayed(done) => {
-                seen.replayed = true;
-                let mut response = json_response(done.response);
-                let headers = response.headers_mut();
-                headers.insert(REPLAYED, HeaderValue::from_static("true"));
-                if let Ok(v) = HeaderValue::from_str(&done.plugin) {
-                    headers.insert(PLUGIN_VERSION, v);
-                }
-                Ok(response)
-            }
-        },
+        RouteKind::BookJob => {
+            // A canary may book this work order instead of the version serving.
+            let (ran, booked) = app.book(route, plugin, &ctx, &json).await;
+            seen.plugin = Some(ran);
+            booked_response(booked?, seen)
+        }
         // Answered by `log_on` above: every authentication route has its logon settings.
         RouteKind::Authentication => Err(ApiError::new(
             ErrorKind::Internal,
@@ -255,6 +248,24 @@ async fn serve<'a>(
                 crate::dispatch::answer(&app.runtime, &plugin, route.kind, &ctx, &json, services)
                     .await?;
             Ok(json_response(bytes))
+        }
+    }
+}
+
+/// A booking's answer: run now, or replayed from the journal (and marked so, with the
+/// version that first answered).
+fn booked_response(booked: Booked, seen: &mut Seen<'_>) -> Result<Response, ApiError> {
+    match booked {
+        Booked::Ran(bytes) => Ok(json_response(bytes)),
+        Booked::Replayed(done) => {
+            seen.replayed = true;
+            let mut response = json_response(done.response);
+            let headers = response.headers_mut();
+            headers.insert(REPLAYED, HeaderValue::from_static("true"));
+            if let Ok(v) = HeaderValue::from_str(&done.plugin) {
+                headers.insert(PLUGIN_VERSION, v);
+            }
+            Ok(response)
         }
     }
 }

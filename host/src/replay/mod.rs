@@ -60,22 +60,24 @@ pub fn answered(outcome: Result<&[u8], &ApiError>) -> Answer {
     }
 }
 
-/// The tape of a booking call that reached the plugin, as the store keeps it.
-pub fn tape_row(
-    policy: &RecordPolicy,
+/// Host calls one tape keeps when the plugin does not record (a shadow's tape).
+pub const DEFAULT_MAX_BYTES: usize = 256 << 10;
+
+/// The tape of a booking call that reached the plugin, without the paths `redact` names.
+pub fn tape(
+    redact: &[JsonPath],
     plugin: &LoadedPlugin,
     ctx: &RequestContext,
     request: &Value,
     recording: Recording,
     answer: Answer,
-) -> TapeRow {
+) -> Tape {
     let mut request = request.clone();
-    for path in &policy.redact {
+    for path in redact {
         path.redact(&mut request);
     }
     let at_ms = crate::clock::unix_millis().saturating_sub(recording.stats.wall_us / 1000);
-    let outcome = answer.error_type.clone().unwrap_or_else(|| "ok".into());
-    let tape = Tape {
+    Tape {
         format: tape::FORMAT,
         route: ctx.route.clone(),
         work_order_id: ctx.work_order_id.clone(),
@@ -89,15 +91,23 @@ pub fn tape_row(
         calls: recording.calls,
         stats: recording.stats,
         incomplete: recording.incomplete,
-    };
+    }
+}
+
+/// A tape of plugin `plugin` as the store keeps it.
+pub fn row(plugin: &str, tape: &Tape) -> TapeRow {
     TapeRow {
-        plugin: plugin.ident.name.clone(),
-        at: at_ms / 1000,
-        route: ctx.route.clone(),
-        work_order_id: ctx.work_order_id.clone(),
-        version: plugin.ident.version.clone(),
-        outcome,
-        tape: serde_json::to_vec(&tape).unwrap_or_default(),
+        plugin: plugin.to_string(),
+        at: tape.at_ms / 1000,
+        route: tape.route.clone(),
+        work_order_id: tape.work_order_id.clone(),
+        version: tape.version.clone(),
+        outcome: tape
+            .answer
+            .error_type
+            .clone()
+            .unwrap_or_else(|| "ok".into()),
+        tape: serde_json::to_vec(tape).unwrap_or_default(),
     }
 }
 
@@ -306,7 +316,7 @@ pub async fn replay(
     }
 }
 
-/// Replays one tape.
+/// Replays one stored tape.
 async fn one(
     runtime: &PluginRuntime,
     candidate: &LoadedPlugin,
@@ -314,23 +324,41 @@ async fn one(
     row: TapeRow,
     options: &Options,
 ) -> (Booking, Option<Difference>, RunStats, Option<RunStats>) {
+    match serde_json::from_slice::<Tape>(&row.tape) {
+        Ok(tape) => replay_tape(runtime, candidate, current, tape, options).await,
+        Err(_) => {
+            let booking = Booking {
+                work_order_id: row.work_order_id,
+                route: row.route,
+                outcome: Outcome::Failed,
+                paths: Vec::new(),
+                error_type: Some("unreadable-tape".into()),
+                recorded_version: row.version,
+                incomplete: false,
+            };
+            (booking, None, RunStats::default(), None)
+        }
+    }
+}
+
+/// Runs the booking `tape` recorded through `candidate` (see the module doc): how it
+/// compares, the difference in full, and the recorded and replayed runs' costs.
+pub async fn replay_tape(
+    runtime: &PluginRuntime,
+    candidate: &LoadedPlugin,
+    current: &SharedStorage,
+    tape: Tape,
+    options: &Options,
+) -> (Booking, Option<Difference>, RunStats, Option<RunStats>) {
     let mut booking = Booking {
-        work_order_id: row.work_order_id.clone(),
-        route: row.route.clone(),
+        work_order_id: tape.work_order_id.clone(),
+        route: tape.route.clone(),
         outcome: Outcome::Failed,
         paths: Vec::new(),
         error_type: None,
-        recorded_version: row.version.clone(),
-        incomplete: false,
+        recorded_version: tape.version.clone(),
+        incomplete: tape.incomplete,
     };
-    let tape: Tape = match serde_json::from_slice(&row.tape) {
-        Ok(tape) => tape,
-        Err(_) => {
-            booking.error_type = Some("unreadable-tape".into());
-            return (booking, None, RunStats::default(), None);
-        }
-    };
-    booking.incomplete = tape.incomplete;
     let ctx = RequestContext {
         work_order_id: tape.work_order_id.clone(),
         route: tape.route.clone(),
@@ -388,7 +416,7 @@ async fn one(
 }
 
 /// Whether an error means the candidate itself failed rather than answered.
-fn failure(kind: ErrorKind) -> bool {
+pub fn failure(kind: ErrorKind) -> bool {
     use ErrorKind::*;
     matches!(
         kind,

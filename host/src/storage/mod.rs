@@ -257,6 +257,22 @@ pub struct SharedVersion {
     pub by: String,
 }
 
+/// A candidate version every host of the store runs beside the serving one (shadow or
+/// canary, see [`crate::promote`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedCandidate {
+    pub plugin: String,
+    /// The component's SHA-256 in hex.
+    pub hash: String,
+    /// `shadow` or `canary`.
+    pub mode: String,
+    /// A canary's share of work orders, in percent.
+    pub percent: u8,
+    /// Raised by every change, so that hosts apply each once.
+    pub generation: u64,
+    pub by: String,
+}
+
 /// A host that served recently, and what it serves (plugin name → version hash).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveHost {
@@ -293,6 +309,21 @@ pub trait SharedVersions: Send + Sync {
     fn live_hosts(&self, within: Duration) -> Result<Vec<LiveHost>, StorageError>;
     /// Notified when a deploy is published (a hint: followers poll too).
     fn published(&self) -> Arc<Notify>;
+    /// Makes `hash` (with its component) plugin `plugin`'s candidate on every host, in
+    /// place of any before it, and tells the hosts.
+    fn stage(
+        &self,
+        plugin: &str,
+        hash: &str,
+        bytes: &[u8],
+        mode: &str,
+        percent: u8,
+    ) -> Result<(), StorageError>;
+    /// Ends plugin `plugin`'s candidate `hash` on every host (a promote, an abort, a
+    /// rollback); whether it was the candidate.
+    fn unstage(&self, plugin: &str, hash: &str) -> Result<bool, StorageError>;
+    /// The candidates every host runs.
+    fn candidates(&self) -> Result<Vec<SharedCandidate>, StorageError>;
 }
 
 /// What a disk backend provides behind a [`pipeline::Pipeline`].

@@ -161,6 +161,18 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX tapes_plugin ON tapes (plugin, id);
     CREATE INDEX tapes_at ON tapes (at);
     "#,
+    // 5: the candidate each plugin runs beside the version serving, on every host.
+    r#"
+    CREATE TABLE plugin_candidates (
+        plugin TEXT PRIMARY KEY,
+        hash TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        percent INT NOT NULL,
+        generation BIGINT NOT NULL,
+        by_host TEXT NOT NULL,
+        at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    "#,
 ];
 /// The statements that bring a database to the newest schema, run in one transaction.
 pub const PREPARE: &str = "

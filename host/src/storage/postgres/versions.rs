@@ -1,9 +1,10 @@
 //! Plugin versions in the database every host shares: the components, the version each
 //! plugin serves (one row, changed with its component in one transaction and announced on
-//! `followup_versions`), and the hosts alive, each with what it serves.
+//! `followup_versions`), the candidate each plugin runs beside it (shadow or canary, the
+//! same way), and the hosts alive, each with what it serves.
 
 use super::{PgDisk, VERSIONS, err};
-use crate::storage::{LiveHost, SharedVersion, SharedVersions, StorageError};
+use crate::storage::{LiveHost, SharedCandidate, SharedVersion, SharedVersions, StorageError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,5 +127,82 @@ impl SharedVersions for PgDisk {
 
     fn published(&self) -> Arc<Notify> {
         self.published.clone()
+    }
+
+    fn stage(
+        &self,
+        plugin: &str,
+        hash: &str,
+        bytes: &[u8],
+        mode: &str,
+        percent: u8,
+    ) -> Result<(), StorageError> {
+        let (plugin, hash, bytes, mode) = (
+            plugin.to_string(),
+            hash.to_string(),
+            bytes.to_vec(),
+            mode.to_string(),
+        );
+        let by = self.holder.clone();
+        self.query(move |mut c| async move {
+            let tx = c.transaction().await?;
+            tx.execute(
+                "INSERT INTO plugin_components (plugin, hash, bytes) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                &[&plugin, &hash, &bytes],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO plugin_candidates (plugin, hash, mode, percent, generation, by_host)
+                 VALUES ($1, $2, $3, $4, 1, $5)
+                 ON CONFLICT (plugin) DO UPDATE SET hash = excluded.hash, mode = excluded.mode,
+                    percent = excluded.percent,
+                    generation = plugin_candidates.generation + 1,
+                    by_host = excluded.by_host, at = now()",
+                &[&plugin, &hash, &mode, &i32::from(percent), &by],
+            )
+            .await?;
+            tx.execute("SELECT pg_notify($1, $2)", &[&VERSIONS, &plugin])
+                .await?;
+            tx.commit().await
+        })
+    }
+
+    fn unstage(&self, plugin: &str, hash: &str) -> Result<bool, StorageError> {
+        let (plugin, hash) = (plugin.to_string(), hash.to_string());
+        self.query(move |c| async move {
+            let ended = c
+                .execute(
+                    "WITH ended AS (
+                        DELETE FROM plugin_candidates WHERE plugin = $1 AND hash = $2
+                        RETURNING plugin)
+                     SELECT pg_notify($3, plugin) FROM ended",
+                    &[&plugin, &hash, &VERSIONS],
+                )
+                .await?;
+            Ok(ended > 0)
+        })
+    }
+
+    fn candidates(&self) -> Result<Vec<SharedCandidate>, StorageError> {
+        self.query(|c| async move {
+            let rows = c
+                .query(
+                    "SELECT plugin, hash, mode, percent, generation, by_host FROM plugin_candidates",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| SharedCandidate {
+                    plugin: r.get(0),
+                    hash: r.get(1),
+                    mode: r.get(2),
+                    percent: r.get::<_, i32>(3).clamp(0, 100) as u8,
+                    generation: r.get::<_, i64>(4) as u64,
+                    by: r.get(5),
+                })
+                .collect())
+        })
     }
 }

@@ -1,10 +1,12 @@
-//! `followup-bench-host CONFIG [--native PLUGIN]...`: the followup host, with the example
-//! plugin's rules (capacity-booker) also compiled in, for the load comparison in
-//! `scripts/load`.
+//! `followup-bench-host CONFIG [--native PLUGIN]... [--shadow PLUGIN]...`: the followup
+//! host, with the example plugin's rules (capacity-booker) also compiled in, for the load
+//! comparison in `scripts/load`.
 //!
 //! It serves `CONFIG` exactly as `followup serve --config CONFIG` does (same `App`, same
 //! HTTP path); each plugin named by `--native` is answered by the capacity-booker rules
-//! called directly instead of its component — the native baseline. Logging follows
+//! called directly instead of its component — the native baseline. Each plugin named by
+//! `--shadow` gets its own component rebuilt (another hash, the same code) as a shadow
+//! candidate: what a shadow costs the live bookings. Logging follows
 //! `RUST_LOG` (default `warn`, so that per-booking log lines do not weigh on the figures).
 
 use anyhow::Context;
@@ -22,9 +24,11 @@ fn main() -> anyhow::Result<()> {
         .next()
         .context("usage: followup-bench-host CONFIG [--native PLUGIN]...")?;
     let mut natives = Vec::new();
+    let mut shadows = Vec::new();
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
             ("--native", Some(name)) => natives.push(name),
+            ("--shadow", Some(name)) => shadows.push(name),
             _ => anyhow::bail!(
                 "unexpected argument {arg:?}; usage: followup-bench-host CONFIG [--native PLUGIN]..."
             ),
@@ -46,6 +50,29 @@ fn main() -> anyhow::Result<()> {
         for name in &natives {
             app = app.with_native(name, rules)?;
         }
+        for name in &shadows {
+            let serving = app.plugin(name).context("no such plugin")?;
+            let rebuilt = followup_tests::component::with_custom_section(
+                &serving.bytes,
+                "followup-bench-shadow",
+                b"",
+            );
+            app.stage(name, rebuilt.into(), followup_host::promote::Mode::Shadow)
+                .await?;
+        }
+        let app = Arc::new(app);
+        if !shadows.is_empty() {
+            // What the shadows did so far, every second, for `scripts/load` to report.
+            let watched = app.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    for (name, c) in watched.candidates.all() {
+                        eprintln!("shadow runs of {name}: {:?}", c.shadow.counts());
+                    }
+                }
+            });
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -53,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        followup_host::run(listener, Arc::new(app), shutdown).await
+        followup_host::run(listener, app, shutdown).await
     });
     if let Some(traces) = traces {
         traces.shutdown();

@@ -779,3 +779,101 @@ async fn a_file_replaced_while_its_host_was_down_is_deployed_to_every_host() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// The candidates a host lists for `booker` (`null` without one).
+async fn candidate_on(client: &reqwest::Client, host: &Host) -> serde_json::Value {
+    let list: serde_json::Value = client
+        .get(format!("{}/plugins", host.admin.as_ref().unwrap()))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["plugins"][0]["candidate"].clone()
+}
+
+/// Waits (up to 20 s) until `host` lists a candidate for which `wanted` holds.
+async fn until_candidate(
+    client: &reqwest::Client,
+    host: &Host,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) {
+    let give_up = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let candidate = candidate_on(client, host).await;
+        if wanted(&candidate) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the other host lists {candidate}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A canary deployed through one host runs on every host, each work order on the same
+/// version whichever host books it, and an abort through another host ends it everywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_deployed_through_one_host_runs_on_every_host() {
+    let cluster = LocalCluster::shared().unwrap();
+    let url = cluster.database("canary").unwrap();
+    let (hosts, dirs) = hosts("canary", &booker_config(), &url, 2);
+    let client = reqwest::Client::new();
+    let deployed = client
+        .post(format!(
+            "{}/plugins/booker?mode=canary&percent=50",
+            hosts[0].admin.as_ref().unwrap()
+        ))
+        .bearer_auth("t")
+        .body(std::fs::read(guests::BOOKER_VARIANT).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 200);
+    let canary = deployed.json::<serde_json::Value>().await.unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    until_candidate(&client, &hosts[1], |c| {
+        c["mode"] == "canary" && c["version"] == canary.as_str() && c["percent"] == 50
+    })
+    .await;
+    // Each work order booked on both hosts (two bookings of it) meets the same version.
+    let tuesday = example("book-job.minimal.json");
+    let wednesday = tuesday.replace("2024-06-18", "2024-06-19");
+    let mut versions = BTreeSet::new();
+    for i in 0..40 {
+        let mut answered = Vec::new();
+        for (host, body) in [(&hosts[0], &tuesday), (&hosts[1], &wednesday)] {
+            let request = client
+                .post(format!("{}/workorders/WO-canary-{i}/followup", host.base))
+                .header("content-type", "application/json")
+                .body(body.clone());
+            let answer = try_send(request).await.unwrap();
+            assert_eq!(answer.status, 200, "{}", answer.text);
+            answered.push(answer.plugin);
+        }
+        assert_eq!(answered[0], answered[1], "WO-canary-{i}");
+        versions.insert(answered[0].clone());
+    }
+    assert_eq!(versions.len(), 2, "both versions book: {versions:?}");
+    // Aborted through the other host: ended on both.
+    let aborted = client
+        .post(format!(
+            "{}/plugins/booker/abort",
+            hosts[1].admin.as_ref().unwrap()
+        ))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(aborted.status(), 200);
+    until_candidate(&client, &hosts[0], serde_json::Value::is_null).await;
+    drop(hosts);
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -171,13 +171,19 @@ impl App {
         };
         match candidate.mode {
             Mode::Shadow => {
+                // A booking that finds the shadow's runs busy is not even taped.
+                let Ok(permit) = candidate.shadow.running.clone().try_acquire_owned() else {
+                    candidate.shadow.skipped();
+                    let booked = self.journal.book(&self.runtime, &serving, ctx, json).await;
+                    return (serving.ident.clone(), booked);
+                };
                 let mut tape = None;
                 let booked = self
                     .journal
                     .book_taped(&self.runtime, &serving, ctx, json, &mut tape)
                     .await;
                 if let Some(tape) = tape {
-                    self.shadow(&candidate, tape);
+                    self.shadow(&candidate, tape, permit);
                 }
                 (serving.ident.clone(), booked)
             }
@@ -296,20 +302,21 @@ impl App {
     }
 
     /// Replays a live booking's tape through plugin `candidate`'s shadow, off the answer's
-    /// path, unless its runs are all busy (then the booking is counted as skipped).
-    fn shadow(&self, candidate: &Arc<Candidate>, tape: Tape) {
-        let Ok(permit) = candidate.shadow.running.clone().try_acquire_owned() else {
-            candidate.shadow.skipped();
-            return;
-        };
+    /// path, in the run slot `permit` holds (kept a while after, see
+    /// [`crate::promote::SHADOW_REST`]).
+    fn shadow(
+        &self,
+        candidate: &Arc<Candidate>,
+        tape: Tape,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let (runtime, storage, candidate) = (
             self.runtime.clone(),
             self.storage.clone(),
             candidate.clone(),
         );
         tokio::spawn(async move {
-            // The live answer goes first.
-            tokio::task::yield_now().await;
+            let started = Instant::now();
             let (booking, difference, _, _) = replay::replay_tape(
                 &runtime,
                 &candidate.plugin,
@@ -318,7 +325,7 @@ impl App {
                 &replay::Options::default(),
             )
             .await;
-            drop(permit);
+            let took = started.elapsed();
             let latest = (booking.outcome != Outcome::Same).then(|| Latest {
                 at: crate::clock::unix_seconds(),
                 outcome: booking.outcome,
@@ -330,6 +337,10 @@ impl App {
                 difference,
             });
             candidate.shadow.ran(booking.outcome, latest);
+            // Rest before the next run, so that a shadow never takes more than its share
+            // of the CPU from live bookings.
+            tokio::time::sleep(took * crate::promote::SHADOW_REST).await;
+            drop(permit);
         });
     }
 }

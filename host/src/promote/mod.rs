@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 use window::{Figures, Window};
 
 /// Shadow runs at once per candidate; a booking that finds them all busy is skipped.
-pub const SHADOW_AT_ONCE: usize = 2;
+pub const SHADOW_AT_ONCE: usize = 1;
+/// After a shadow run, its slot stays taken this many times as long as the run took: a
+/// shadow uses at most about a tenth of one core, however busy the host is.
+pub const SHADOW_REST: u32 = 9;
 /// Differences and failures of a shadow kept for `GET /plugins/NAME/shadow`.
 const LATEST: usize = 20;
 

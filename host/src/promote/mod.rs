@@ -28,6 +28,8 @@ pub const SHADOW_AT_ONCE: usize = 1;
 pub const SHADOW_REST: u32 = 9;
 /// Differences and failures of a shadow kept for `GET /plugins/NAME/shadow`.
 const LATEST: usize = 20;
+/// Largest answer body a kept difference holds.
+const LATEST_BODY_BYTES: usize = 16 << 10;
 
 /// How a candidate takes part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,7 +121,17 @@ impl Shadow {
             Outcome::Failed => 2,
         };
         self.counts[i].fetch_add(1, Ordering::Relaxed);
-        if let Some(latest) = latest {
+        if let Some(mut latest) = latest {
+            // Answers are kept whole only while small: twenty runs of a plugin answering
+            // megabytes must not hold forty of them.
+            if let Some(d) = &mut latest.difference {
+                for answer in [&mut d.recorded, &mut d.candidate] {
+                    let size = serde_json::to_vec(&answer.body).map_or(0, |b| b.len());
+                    if size > LATEST_BODY_BYTES {
+                        answer.body = serde_json::json!(format!("({size} bytes, not kept)"));
+                    }
+                }
+            }
             let mut kept = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
             if kept.len() == LATEST {
                 kept.pop_front();

@@ -211,7 +211,8 @@ pub struct CanaryConfig {
     /// Default 0.1.
     pub max_failure_rate_increase: f64,
     /// Rolled back when its p99 latency exceeds the serving version's times this (both with
-    /// `min_requests` in the window). Default 3.
+    /// `min_requests`, and at least 100, bookings in the window: over fewer a p99 is just
+    /// the slowest one). Default 3.
     pub max_p99_ratio: f64,
 }
 

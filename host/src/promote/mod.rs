@@ -28,6 +28,8 @@ pub const SHADOW_AT_ONCE: usize = 1;
 pub const SHADOW_REST: u32 = 9;
 /// Differences and failures of a shadow kept for `GET /plugins/NAME/shadow`.
 const LATEST: usize = 20;
+/// Bookings each version needs in the window before their p99 latencies are compared.
+pub const P99_MIN_REQUESTS: u64 = 100;
 /// Largest answer body a kept difference holds.
 const LATEST_BODY_BYTES: usize = 16 << 10;
 
@@ -222,7 +224,12 @@ impl Canary {
                 cfg.max_failure_rate_increase
             ));
         }
-        if s.requests >= cfg.min_requests && c.p99_us as f64 > s.p99_us as f64 * cfg.max_p99_ratio {
+        // Over fewer bookings a p99 is just the slowest one (a first call, a busy moment).
+        let judged = cfg.min_requests.max(P99_MIN_REQUESTS);
+        if c.requests >= judged
+            && s.requests >= judged
+            && c.p99_us as f64 > s.p99_us as f64 * cfg.max_p99_ratio
+        {
             return Some(format!(
                 "its p99 latency over the last {} s is {:.1} ms, over {} times the serving version's {:.1} ms",
                 cfg.window_seconds,
@@ -449,9 +456,13 @@ mod tests {
     #[test]
     fn a_canary_much_slower_than_the_serving_version_is_judged() {
         let mut c = canary(CanaryConfig::default());
-        for _ in 0..50 {
+        for i in 0..100 {
             c.serving.record(0, false, Duration::from_millis(2));
             c.candidate.record(0, false, Duration::from_millis(20));
+            // Below a hundred bookings each, a p99 is not judged.
+            if i < 99 {
+                assert_eq!(c.verdict(), None);
+            }
         }
         assert!(c.verdict().unwrap().contains("p99"));
     }

@@ -72,7 +72,8 @@ pub struct TapeRow {
 }
 
 /// Which tapes of a plugin to read: the newest `last`, those since `since` (Unix
-/// seconds), or both bounds; oldest first.
+/// seconds), or both bounds, and never more than [`TapeQuery::MAX`] of them or
+/// [`TapeQuery::MAX_BYTES`]; oldest first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TapeQuery {
     pub last: Option<u32>,
@@ -82,6 +83,8 @@ pub struct TapeQuery {
 impl TapeQuery {
     /// Most tapes one query answers, whatever it asks: a replay runs each through a plugin.
     pub const MAX: u32 = 100_000;
+    /// Most bytes of tapes one query answers (the newest first): a replay holds them all.
+    pub const MAX_BYTES: u64 = 256 << 20;
 
     /// How many rows to read at most.
     pub fn limit(&self) -> u32 {
@@ -90,10 +93,15 @@ impl TapeQuery {
 
     /// The newest tapes among `rows` (oldest first) that the query selects, oldest first.
     pub fn select<'a>(&self, rows: impl DoubleEndedIterator<Item = &'a TapeRow>) -> Vec<TapeRow> {
+        let mut bytes = 0u64;
         let mut picked: Vec<TapeRow> = rows
             .rev()
             .filter(|t| self.since.is_none_or(|since| t.at >= since))
             .take(self.limit() as usize)
+            .take_while(|t| {
+                bytes += t.tape.len() as u64;
+                bytes <= Self::MAX_BYTES
+            })
             .cloned()
             .collect();
         picked.reverse();

@@ -233,11 +233,14 @@ fn recorded(c: &Connection, key: &str) -> rusqlite::Result<Option<Recorded>> {
 
 fn tapes(c: &Connection, plugin: &str, query: TapeQuery) -> rusqlite::Result<Vec<TapeRow>> {
     let mut stmt = c.prepare_cached(
-        "SELECT at, route, work_order_id, version, outcome, tape FROM tapes
-         WHERE plugin = ?1 AND at >= ?2 ORDER BY id DESC LIMIT ?3",
+        "SELECT at, route, work_order_id, version, outcome, tape FROM (
+            SELECT *, sum(length(tape)) OVER (ORDER BY id DESC) AS held FROM tapes
+            WHERE plugin = ?1 AND at >= ?2 ORDER BY id DESC LIMIT ?3)
+         WHERE held <= ?4 ORDER BY id DESC",
     )?;
     let since = query.since.unwrap_or(0) as i64;
-    let rows = stmt.query_map(params![plugin, since, query.limit()], |r| {
+    let max_bytes = TapeQuery::MAX_BYTES as i64;
+    let rows = stmt.query_map(params![plugin, since, query.limit(), max_bytes], |r| {
         Ok(TapeRow {
             plugin: plugin.to_string(),
             at: r.get::<_, i64>(0)? as u64,

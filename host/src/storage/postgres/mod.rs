@@ -561,13 +561,19 @@ impl Durable for PgDisk {
         self.query(move |c| async move {
             let stmt = c
                 .prepare_cached(
-                    "SELECT at, route, work_order_id, version, outcome, tape FROM tapes
-                     WHERE plugin = $1 AND at >= $2 ORDER BY id DESC LIMIT $3",
+                    "SELECT at, route, work_order_id, version, outcome, tape FROM (
+                        SELECT *, sum(length(tape)) OVER (ORDER BY id DESC) AS held FROM tapes
+                        WHERE plugin = $1 AND at >= $2 ORDER BY id DESC LIMIT $3) t
+                     WHERE held <= $4 ORDER BY id DESC",
                 )
                 .await?;
             let since = query.since.unwrap_or(0) as i64;
+            let max_bytes = super::TapeQuery::MAX_BYTES as i64;
             let rows = c
-                .query(&stmt, &[&plugin, &since, &i64::from(query.limit())])
+                .query(
+                    &stmt,
+                    &[&plugin, &since, &i64::from(query.limit()), &max_bytes],
+                )
                 .await?;
             Ok(rows
                 .iter()

@@ -283,8 +283,8 @@ async fn deploy(
 /// `mode=shadow`, or `mode=canary&percent=N`; nothing: a deploy that serves.
 fn deploy_mode(query: &str) -> Result<Option<Mode>, String> {
     let (mut mode, mut percent) = (None, None);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=').unwrap_or((pair, "")) {
+    for (key, value) in crate::text::query_pairs(query)? {
+        match (key, value.as_str()) {
             ("mode", m) => mode = Some(m.to_string()),
             ("percent", p) => {
                 percent = Some(

@@ -28,11 +28,11 @@ use crate::contract::RouteKind;
 use crate::contract::types::RequestContext;
 use crate::error::{ApiError, ErrorKind};
 use crate::plugin::LoadedPlugin;
-use crate::replay::tape::{Recorder, Tape};
 use crate::runtime::PluginRuntime;
 use crate::runtime::Services;
 use crate::storage::kv::KvSession;
 use crate::storage::{self, Batch, Commit, Leases, Recorded, SharedStorage, StorageError};
+use crate::tape::{Recorder, Tape};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -327,7 +327,7 @@ async fn book(
             )
         });
         let store = match &recorder {
-            Some(recorder) => Arc::new(crate::replay::world::Recording::new(
+            Some(recorder) => Arc::new(crate::tape::world::Recording::new(
                 app.storage.clone(),
                 recorder.clone(),
             )) as SharedStorage,
@@ -453,8 +453,8 @@ fn taping(
     plugin: &LoadedPlugin,
     ctx: &RequestContext,
     json: &Value,
-    recording: crate::replay::tape::Recording,
-    answer: crate::replay::tape::Answer,
+    recording: crate::tape::Recording,
+    answer: crate::tape::Answer,
 ) -> Tape {
     let redact = plugin.record.as_ref().map_or(&[][..], |p| &p.redact[..]);
     crate::replay::tape(redact, plugin, ctx, json, recording, answer)

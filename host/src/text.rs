@@ -1,5 +1,22 @@
 //! Bounding and neutralising text that came from a plugin or a client before the host
-//! keeps it, answers with it or logs it.
+//! keeps it, answers with it or logs it; and reading a query string.
+
+/// The `key=value` pairs of a URL's query string, values percent-decoded (`+` is a space);
+/// a key without `=` has an empty value. An error names a value that is not UTF-8.
+pub fn query_pairs(query: &str) -> Result<Vec<(&str, String)>, String> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_encoding::percent_decode_str(&value.replace('+', " "))
+                .decode_utf8()
+                .map_err(|_| format!("query parameter {key} is not UTF-8"))?
+                .into_owned();
+            Ok((key, value))
+        })
+        .collect()
+}
 
 /// `text` cut to at most `max` bytes on a character boundary, with a marker saying how
 /// long it was when cut.

@@ -8,8 +8,9 @@ use crate::support::{Server, example, example_booker, example_json};
 use followup_host::DeployError;
 use followup_host::config::{Config, Limits, RouteConfig};
 use followup_host::plugin::history::Trigger;
-use followup_host::replay::{Options, Outcome, tape::Tape};
+use followup_host::replay::{Options, Outcome};
 use followup_host::storage::TapeQuery;
+use followup_host::tape::Tape;
 use followup_tests::component::with_custom_section;
 use followup_tests::guests;
 use serde_json::{Value, json};
@@ -120,7 +121,7 @@ async fn a_replay_names_exactly_the_bookings_a_changed_rule_changes() {
     );
     assert!(
         kept.iter()
-            .any(|t| t.calls.iter().any(|c| matches!(c, followup_host::replay::tape::HostCall::KvGet { key, .. } if key == "sequence/order"))),
+            .any(|t| t.calls.iter().any(|c| matches!(c, followup_host::tape::HostCall::KvGet { key, .. } if key == "sequence/order"))),
         "the sequence read is on the tape"
     );
     let changed: BTreeSet<String> = (0..BOOKINGS)
@@ -263,7 +264,7 @@ async fn replaying_a_forwarding_plugin_sends_nothing_to_its_back_end() {
         .iter()
         .flat_map(|t| &t.calls)
         .filter_map(|c| match c {
-            followup_host::replay::tape::HostCall::Http(e) => Some(e.clone()),
+            followup_host::tape::HostCall::Http(e) => Some(e.clone()),
             _ => None,
         })
         .collect();

@@ -377,7 +377,11 @@ async fn plugin(action: PluginAction, admin: &str, token_env: &str) -> anyhow::R
             json,
         } => {
             let since = since
-                .map(|s| parse_ttl(&s).map(|t| crate::clock::unix_seconds().saturating_sub(t)))
+                .map(|s| {
+                    crate::clock::parse_seconds(&s)
+                        .map(|t| crate::clock::unix_seconds().saturating_sub(t))
+                        .map_err(|e| anyhow::anyhow!("--since {e}"))
+                })
                 .transpose()?;
             let options = crate::replay::Options {
                 ignore: ignore
@@ -484,23 +488,7 @@ fn admin_request(
 
 /// `3600`, `90s`, `30m`, `1h`, `2d` → seconds.
 pub fn parse_ttl(text: &str) -> anyhow::Result<u64> {
-    let text = text.trim();
-    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--ttl {text:?}: expected e.g. 3600, 90s, 30m, 1h or 2d"))?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => anyhow::bail!("--ttl {text:?}: the unit must be s, m, h or d"),
-    };
-    n.checked_mul(scale)
-        .ok_or_else(|| anyhow::anyhow!("--ttl {text:?} is too long"))
+    crate::clock::parse_seconds(text).map_err(|e| anyhow::anyhow!("--ttl {e}"))
 }
 
 /// The example's authentication route serves only when its signing secret is set (as

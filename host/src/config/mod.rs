@@ -16,7 +16,7 @@ pub mod runtime;
 pub use http::{
     InputLimits, LogonConfig, MAX_TOKEN_TTL_SECONDS, StatusMode, TokenConfig, TokenMode,
 };
-pub use plugin::{CanaryConfig, HttpGrant, Limits, Origin, PluginManifest};
+pub use plugin::{CanaryConfig, HttpGrant, Limits, Origin, PluginManifest, RecordPolicy};
 pub use runtime::RuntimeConfig;
 
 use crate::contract::{RouteKind, Template};

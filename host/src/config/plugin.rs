@@ -90,6 +90,15 @@ fn sorted<S: serde::Serializer>(
     serializer.collect_map(values.iter().collect::<BTreeMap<_, _>>())
 }
 
+/// How a plugin's bookings are recorded (`record`, `redact`, `record_max_bytes`), checked.
+#[derive(Debug, Clone)]
+pub struct RecordPolicy {
+    /// Paths of the request left out of its tape.
+    pub redact: Vec<crate::jsonpath::JsonPath>,
+    /// Most bytes of host calls one tape keeps.
+    pub max_bytes: usize,
+}
+
 fn default_record_max_bytes() -> usize {
     256 << 10
 }
@@ -104,7 +113,7 @@ fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
 
 impl PluginManifest {
     /// How the plugin's bookings are recorded; `None` when they are not.
-    pub fn recording(&self) -> Result<Option<crate::replay::RecordPolicy>, String> {
+    pub fn recording(&self) -> Result<Option<RecordPolicy>, String> {
         let redact = self
             .redact
             .iter()
@@ -113,7 +122,7 @@ impl PluginManifest {
         if self.replay_last > 0 && !self.record {
             return Err("replay_last needs record = true: it replays recorded bookings".into());
         }
-        Ok(self.record.then_some(crate::replay::RecordPolicy {
+        Ok(self.record.then_some(RecordPolicy {
             redact,
             max_bytes: self.record_max_bytes,
         }))

@@ -67,15 +67,21 @@ impl Window {
     /// Counts one booking answered at `now`.
     pub fn record(&mut self, now: u64, failed: bool, latency: Duration) {
         self.slide(now);
-        if self.buckets.back().is_none_or(|b| b.at != now) {
-            self.buckets.push_back(Second {
-                at: now,
-                requests: 0,
-                failures: 0,
-                latency: Box::new([0; BUCKETS]),
-            });
-        }
-        let second = self.buckets.back_mut().expect("pushed above");
+        let second = match self.buckets.back_mut() {
+            Some(b) if b.at == now => b,
+            _ => {
+                self.buckets.push_back(Second {
+                    at: now,
+                    requests: 0,
+                    failures: 0,
+                    latency: Box::new([0; BUCKETS]),
+                });
+                let Some(b) = self.buckets.back_mut() else {
+                    return;
+                };
+                b
+            }
+        };
         second.requests += 1;
         second.failures += u64::from(failed);
         second.latency[bucket(latency)] += 1;

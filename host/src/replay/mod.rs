@@ -1,47 +1,29 @@
 //! Recorded bookings and their replay through a candidate version.
 //!
 //! With `record = true` for a plugin, every booking call that reaches it leaves a
-//! [`tape::Tape`] in the store beside the journal: the request, the answer, and each host
-//! call with what the host answered (key-value reads and listings, config values, outbound
-//! exchanges). [`replay`] runs recorded bookings through a candidate in its sandbox, under
-//! the plugin's limits, with its host services answered from the tape ([`world`]): the
-//! store as the booking saw it, the recorded response to the same outbound request, the
-//! recorded config and clock. Nothing is committed and no request leaves the host. Each
-//! booking's answer is compared with the recorded one ([`paths`]).
-//!
-//! # Layout
-//! - [`tape`]: what a tape holds, and the recorder a call's host services share;
-//! - [`world`]: the store and the rest of the world, recorded and replayed;
-//! - [`paths`]: JSON paths (redaction, ignored paths) and differences.
-
-pub mod paths;
-pub mod tape;
-pub mod world;
+//! [`Tape`] in the store beside the journal (see [`crate::tape`]: what a tape holds, and
+//! the world a replayed call is answered from). [`replay`] runs recorded bookings through
+//! a candidate in its sandbox, under the plugin's limits, with its host services answered
+//! from the tape: the store as the booking saw it, the recorded response to the same
+//! outbound request, the recorded config and clock. Nothing is committed and no request
+//! leaves the host. Each booking's answer is compared with the recorded one
+//! ([`crate::jsonpath::differences`]).
 
 use crate::config::StatusMode;
 use crate::contract::RouteKind;
 use crate::contract::types::RequestContext;
 use crate::error::{ApiError, ErrorKind};
+use crate::jsonpath::{self, JsonPath};
 use crate::plugin::LoadedPlugin;
 use crate::runtime::{PluginRuntime, Services};
 use crate::storage::kv::KvSession;
 use crate::storage::{SharedStorage, TapeRow};
+use crate::tape::{self, Answer, Recorder, Recording, RunStats, Tape, world};
 use futures_util::StreamExt;
-use paths::JsonPath;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
-use tape::{Answer, Recorder, Recording, RunStats, Tape};
-
-/// How a plugin's bookings are recorded (`record`, `redact`, `record_max_bytes`).
-#[derive(Debug, Clone)]
-pub struct RecordPolicy {
-    /// Paths of the request left out of its tape.
-    pub redact: Vec<JsonPath>,
-    /// Most bytes of host calls one tape keeps.
-    pub max_bytes: usize,
-}
 
 /// The answer a booking gave, as a tape keeps it.
 pub fn answered(outcome: Result<&[u8], &ApiError>) -> Answer {
@@ -125,12 +107,7 @@ pub struct Options {
 pub fn parse_query(query: &str) -> Result<(crate::storage::TapeQuery, Options), String> {
     let mut selection = crate::storage::TapeQuery::default();
     let mut options = Options::default();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = value.replace('+', " ");
-        let value = percent_encoding::percent_decode_str(&value)
-            .decode_utf8()
-            .map_err(|_| format!("query parameter {key} is not UTF-8"))?;
+    for (key, value) in crate::text::query_pairs(query)? {
         let number = |what: &str| {
             value
                 .parse::<u64>()
@@ -139,7 +116,8 @@ pub fn parse_query(query: &str) -> Result<(crate::storage::TapeQuery, Options), 
         match key {
             "last" => selection.last = Some(number("last")?.min(u64::from(u32::MAX)) as u32),
             "since" => {
-                let seconds = crate::cli::parse_ttl(&value).map_err(|e| format!("since: {e}"))?;
+                let seconds =
+                    crate::clock::parse_seconds(&value).map_err(|e| format!("since {e}"))?;
                 selection.since = Some(crate::clock::unix_seconds().saturating_sub(seconds));
             }
             "ignore" => options.ignore.push(value.parse()?),
@@ -439,7 +417,7 @@ pub fn failure(kind: ErrorKind) -> bool {
 /// between two bookings.
 fn compare(was: &Answer, now: &Answer, ignore: &[JsonPath]) -> Vec<String> {
     match (&was.error_type, &now.error_type) {
-        (None, None) => paths::differences(&was.body, &now.body, ignore, MAX_PATHS),
+        (None, None) => jsonpath::differences(&was.body, &now.body, ignore, MAX_PATHS),
         (Some(a), Some(b)) => {
             let mut out = Vec::new();
             if a != b {

@@ -294,23 +294,15 @@ impl PluginRuntime {
                     Some(replayed) => (replayed.config.clone(), Some(replayed.clock())),
                     None => (plugin.config.clone(), None),
                 };
-                let mut store = self.new_store(
+                let store = self.store_with_clock(
                     plugin.ident.clone(),
                     config,
                     &limits,
                     &plugin.conduct,
                     request_id,
                     deadline,
+                    clock,
                 );
-                if let Some(clock) = clock {
-                    store.data_mut().wasi = WasiCtx::builder()
-                        .stdout(store.data().output.stream(0))
-                        .stderr(store.data().output.stream(1))
-                        .allow_tcp(false)
-                        .allow_udp(false)
-                        .wall_clock(clock)
-                        .build();
-                }
                 (store, None, 0)
             }
         };
@@ -402,7 +394,7 @@ impl PluginRuntime {
             }
         }
         if let Some(recorder) = &store.data().services.recorder {
-            recorder.finished(crate::replay::tape::RunStats {
+            recorder.finished(crate::tape::RunStats {
                 wall_us: started.elapsed().as_micros() as u64,
                 fuel: fuel_used,
                 peak_memory_bytes: store.data().limiter.peak_memory as u64,
@@ -469,13 +461,35 @@ impl PluginRuntime {
         request_id: &str,
         deadline: Instant,
     ) -> Store<PluginState> {
+        self.store_with_clock(ident, config, limits, conduct, request_id, deadline, None)
+    }
+
+    /// [`PluginRuntime::new_store`] whose WASI wall clock is `clock` (a replayed call's,
+    /// see [`crate::tape::world::RecordedClock`]) instead of the host's.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "new_store's arguments and the clock; a struct would only rename them"
+    )]
+    fn store_with_clock(
+        &self,
+        ident: Arc<PluginIdent>,
+        config: Arc<HashMap<String, String>>,
+        limits: &crate::config::Limits,
+        conduct: &Arc<deadline::Conduct>,
+        request_id: &str,
+        deadline: Instant,
+        clock: Option<crate::tape::world::RecordedClock>,
+    ) -> Store<PluginState> {
         let output = GuestOutput::new(limits.max_log_bytes, limits.max_log_entries);
-        let wasi = WasiCtx::builder()
-            .stdout(output.stream(0))
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(output.stream(0))
             .stderr(output.stream(1))
             .allow_tcp(false)
-            .allow_udp(false)
-            .build();
+            .allow_udp(false);
+        if let Some(clock) = clock {
+            wasi.wall_clock(clock);
+        }
+        let wasi = wasi.build();
         // Every host resource the guest creates through WASI or `wasi:http` lives in this
         // table: its size, and each header map's, bound what the call makes the host hold.
         let mut table = ResourceTable::new();

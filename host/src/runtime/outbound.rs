@@ -13,8 +13,8 @@
 use super::sandbox::{HTTP_BODY_BUFFER_BYTES, HTTP_BODY_CHUNK_BYTES};
 use crate::config::{HttpGrant, Origin};
 use crate::contract::PluginIdent;
-use crate::replay::tape::{Blob, Exchange, Recorder};
-use crate::replay::world::Replayed;
+use crate::tape::world::Replayed;
+use crate::tape::{Blob, Exchange, Recorder};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;

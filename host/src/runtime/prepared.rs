@@ -36,7 +36,7 @@ pub struct Prepared {
     /// Whether this version's calls have been running away lately.
     pub conduct: Arc<Conduct>,
     /// How its bookings are recorded, when they are.
-    pub record: Option<Arc<crate::replay::RecordPolicy>>,
+    pub record: Option<Arc<crate::config::RecordPolicy>>,
 }
 
 impl Prepared {

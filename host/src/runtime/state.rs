@@ -59,10 +59,10 @@ pub struct Services {
     /// The plugin's key-value namespace, when granted.
     pub kv: Option<KvSession>,
     /// Records the call's host calls on its tape (a plugin that records, a replay).
-    pub recorder: Option<crate::replay::tape::Recorder>,
+    pub recorder: Option<crate::tape::Recorder>,
     /// Answers the call's outbound requests, config reads and clock from a tape (a
     /// replay): nothing leaves the host.
-    pub replay: Option<Arc<crate::replay::world::Replayed>>,
+    pub replay: Option<Arc<crate::tape::world::Replayed>>,
 }
 
 impl WasiView for PluginState {

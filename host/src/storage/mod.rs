@@ -55,7 +55,7 @@ pub struct Batch {
 }
 
 /// One booking's tape as the store keeps it: what lists and prunes it, and the tape itself
-/// (JSON, see [`crate::replay::tape::Tape`]).
+/// (JSON, see [`crate::tape::Tape`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TapeRow {
     /// The plugin's name.

@@ -10,6 +10,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// Keeps a plugin's component (once per hash) in the transaction that points at it.
+async fn keep_component(
+    tx: &deadpool_postgres::Transaction<'_>,
+    plugin: &str,
+    hash: &str,
+    bytes: &[u8],
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO plugin_components (plugin, hash, bytes) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+        &[&plugin, &hash, &bytes],
+    )
+    .await
+    .map(drop)
+}
+
 impl SharedVersions for PgDisk {
     fn host_id(&self) -> &str {
         &self.holder
@@ -31,12 +47,7 @@ impl SharedVersions for PgDisk {
         let by = self.holder.clone();
         self.query(move |mut c| async move {
             let tx = c.transaction().await?;
-            tx.execute(
-                "INSERT INTO plugin_components (plugin, hash, bytes) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-                &[&plugin, &hash, &bytes],
-            )
-            .await?;
+            keep_component(&tx, &plugin, &hash, &bytes).await?;
             let generation: i64 = tx
                 .query_one(
                     "INSERT INTO plugin_serving (plugin, hash, generation, how, by_host)
@@ -146,12 +157,7 @@ impl SharedVersions for PgDisk {
         let by = self.holder.clone();
         self.query(move |mut c| async move {
             let tx = c.transaction().await?;
-            tx.execute(
-                "INSERT INTO plugin_components (plugin, hash, bytes) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-                &[&plugin, &hash, &bytes],
-            )
-            .await?;
+            keep_component(&tx, &plugin, &hash, &bytes).await?;
             tx.execute(
                 "INSERT INTO plugin_candidates (plugin, hash, mode, percent, generation, by_host)
                  VALUES ($1, $2, $3, $4, 1, $5)

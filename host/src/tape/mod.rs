@@ -6,6 +6,12 @@
 //! config reads, outbound HTTP), so the calls stay in the order the plugin made them. It
 //! keeps at most its budget of bytes: past it the rest is dropped and the tape says it is
 //! incomplete (a replay then answers the missing calls as for a call never recorded).
+//!
+//! [`world`] holds the store as a recorded call reads it and the world a replayed call is
+//! answered from. Both sit below the runtime, which records and replays through them;
+//! running a replay and comparing answers is [`crate::replay`]'s.
+
+pub mod world;
 
 use crate::contract::types::TokenClaims;
 use serde::{Deserialize, Serialize};

@@ -2,7 +2,7 @@
 //! it ([`Recording`]), the store as a tape remembers it ([`Remembered`]), and the rest of a
 //! tape a replayed call is answered from ([`Replayed`]: outbound HTTP, config, the clock).
 
-use super::tape::{Exchange, HostCall, Recorder, Tape};
+use super::{Exchange, HostCall, Recorder, Tape};
 use crate::storage::{
     Batch, Pending, Recorded, SharedStorage, Storage, StorageError, TapeQuery, TapeRow,
 };
@@ -224,8 +224,8 @@ impl wasmtime_wasi::HostWallClock for RecordedClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::tape::{Answer, Blob, RunStats};
     use crate::storage::memory::MemoryStorage;
+    use crate::tape::{Answer, Blob, RunStats};
 
     fn tape(calls: Vec<HostCall>) -> Tape {
         Tape {

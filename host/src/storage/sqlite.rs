@@ -8,6 +8,7 @@
 //! [`Pipeline`](super::pipeline::Pipeline), which orders commits in memory and feeds the
 //! writer its groups.
 
+use super::keys::JournalKeys;
 use super::pipeline::Pipeline;
 use super::{Batch, Commit, Durable, Listing, Recorded, StorageError, TapeQuery, TapeRow};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -49,6 +50,9 @@ impl Pipeline<SqliteDisk> {
 /// The SQLite file: durable reads and group commits.
 pub struct SqliteDisk {
     writer: Mutex<Connection>,
+    /// Every journal key the file holds, in memory: a new booking's journal lookup, and
+    /// the writer's check that its key is new, need no read of the file.
+    keys: JournalKeys,
     readers: Vec<Mutex<Connection>>,
     /// An exclusive lock on `<file>.lock` for as long as the store is open: a second host
     /// on the same file would double-book (each orders commits in its own memory), so it
@@ -82,6 +86,9 @@ impl SqliteDisk {
             )
             .map_err(err)?;
         writer.execute_batch(SCHEMA).map_err(err)?;
+        let keys = journal_keys(&writer, None)
+            .map_err(err)?
+            .unwrap_or_else(|| JournalKeys::with_capacity(0));
         let readers = (0..READERS)
             .map(|_| {
                 let c = Connection::open_with_flags(
@@ -96,6 +103,7 @@ impl SqliteDisk {
             .collect::<Result<Vec<_>, StorageError>>()?;
         Ok(SqliteDisk {
             writer: Mutex::new(writer),
+            keys,
             readers,
             _lock: lock,
         })
@@ -164,6 +172,9 @@ impl Durable for SqliteDisk {
     }
 
     fn recorded(&self, key: &str) -> Result<Option<Recorded>, StorageError> {
+        if !self.keys.may_hold(key) {
+            return Ok(None);
+        }
         self.read(|c| recorded(c, key))
     }
 
@@ -171,9 +182,14 @@ impl Durable for SqliteDisk {
         let c = self.writer();
         c.execute("DELETE FROM tapes WHERE at < ?1", params![before as i64])
             .map_err(err)?;
-        c.execute("DELETE FROM journal WHERE at < ?1", params![before as i64])
-            .map(|n| n as u64)
-            .map_err(err)
+        let pruned = c
+            .execute("DELETE FROM journal WHERE at < ?1", params![before as i64])
+            .map_err(err)?;
+        // With the writer held no key is added meanwhile, so the rebuilt filter misses none.
+        if let Some(rebuilt) = journal_keys(&c, Some(&self.keys)).map_err(err)? {
+            self.keys.replace_with(rebuilt);
+        }
+        Ok(pruned as u64)
     }
 
     fn tapes(&self, plugin: &str, query: TapeQuery) -> Result<Vec<TapeRow>, StorageError> {
@@ -189,7 +205,7 @@ impl Durable for SqliteDisk {
         // writes anything, and an error while writing fails the whole group.
         let outcomes = batches
             .iter()
-            .map(|batch| apply(&tx, batch))
+            .map(|batch| apply(&tx, batch, Some(&self.keys)))
             .collect::<rusqlite::Result<Vec<Commit>>>()
             .map_err(err)?;
         tx.commit().map_err(|e| {
@@ -198,6 +214,26 @@ impl Durable for SqliteDisk {
         })?;
         Ok(outcomes)
     }
+}
+
+/// A filter of the journal's keys (see [`JournalKeys`]); with `current`, only when
+/// rebuilding it pays (`None` otherwise).
+fn journal_keys(
+    c: &Connection,
+    current: Option<&JournalKeys>,
+) -> rusqlite::Result<Option<JournalKeys>> {
+    let count: i64 = c.query_row("SELECT count(*) FROM journal", [], |r| r.get(0))?;
+    let count = usize::try_from(count).unwrap_or(0);
+    if current.is_some_and(|keys| !keys.worth_rebuilding(count)) {
+        return Ok(None);
+    }
+    let keys = JournalKeys::with_capacity(count);
+    let mut stmt = c.prepare("SELECT key FROM journal")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        keys.add(row.get_ref(0)?.as_str()?);
+    }
+    Ok(Some(keys))
 }
 
 fn get(c: &Connection, ns: &str, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
@@ -310,8 +346,11 @@ impl super::Storage for ReadOnly {
 
 /// Applies one batch inside the current transaction; `Done` only if it wrote. Every
 /// check comes before the first write, so a batch that does not apply wrote nothing.
-fn apply(c: &Connection, batch: &Batch) -> rusqlite::Result<Commit> {
+/// `keys`: the journal's keys, which answer for a new key without a read, and gain the
+/// batch's.
+fn apply(c: &Connection, batch: &Batch, keys: Option<&JournalKeys>) -> rusqlite::Result<Commit> {
     if let Some(journal) = &batch.journal
+        && keys.is_none_or(|keys| keys.may_hold(&journal.key))
         && let Some(earlier) = recorded(c, &journal.key)?
     {
         return Ok(Commit::Recorded(earlier));
@@ -349,6 +388,11 @@ fn apply(c: &Connection, batch: &Batch) -> rusqlite::Result<Commit> {
             "INSERT INTO journal (key, route, plugin, response, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![j.key, j.route, j.plugin, j.response, j.at as i64])?;
+        // Before the group commits, so before anyone may look the record up. A group that
+        // then fails leaves its keys in the filter, which costs a read, never an answer.
+        if let Some(keys) = keys {
+            keys.add(&j.key);
+        }
     }
     if let Some(t) = &batch.tape {
         c.prepare_cached(
@@ -457,6 +501,51 @@ pub mod tests {
         assert_eq!(s.prune(50).unwrap(), 0);
         assert_eq!(s.prune(101).unwrap(), 1);
         assert_eq!(s.recorded("idem").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The journal's keys are answered from memory (`storage/keys.rs`): every key the file
+    /// holds is found, those committed in this run and those read at open, and a duplicate
+    /// in the same group as its first booking is still caught by the writer.
+    #[test]
+    fn the_key_filter_misses_no_recorded_key() {
+        let (s, dir) = temp_store("keys");
+        let record = |key: String, response: &[u8]| Recorded {
+            key,
+            route: "followup".into(),
+            plugin: "p@sha256:1".into(),
+            response: response.to_vec(),
+            at: 100,
+        };
+        let batch = |key: String, response: &[u8]| Batch {
+            ns: "p".into(),
+            journal: Some(record(key, response)),
+            ..Batch::default()
+        };
+        let keys: Vec<String> = (0..2000).map(|i| format!("{i:064x}")).collect();
+        for key in &keys[..1000] {
+            assert_eq!(s.commit(batch(key.clone(), b"a")).unwrap(), Commit::Done);
+        }
+        drop(s);
+        let disk = SqliteDisk::open(&dir.join("store.db")).unwrap();
+        let (first, again) = (
+            batch(keys[1000].clone(), b"1"),
+            batch(keys[1000].clone(), b"2"),
+        );
+        assert_eq!(
+            disk.commit_group(&[&first, &again]).unwrap(),
+            vec![
+                Commit::Done,
+                Commit::Recorded(record(keys[1000].clone(), b"1"))
+            ]
+        );
+        for key in &keys[..1001] {
+            assert!(disk.recorded(key).unwrap().is_some(), "{key} is recorded");
+        }
+        for key in &keys[1001..] {
+            assert_eq!(disk.recorded(key).unwrap(), None);
+        }
+        drop(disk);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -85,8 +85,11 @@ impl Decoder {
 
     fn element<F: Field>(&mut self, index: usize, v: &Value) -> Option<F::Out> {
         let len = self.path.len();
-        // Writing into a String cannot fail.
-        let _ = write!(self.path, "[{index}]");
+        // Digits pushed by hand: a formatter call per element showed in the request
+        // path's profile.
+        self.path.push('[');
+        push_decimal(&mut self.path, index);
+        self.path.push(']');
         let out = F::decode(v, self);
         self.path.truncate(len);
         out
@@ -101,6 +104,22 @@ impl Decoder {
             }
         }
     }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 fn last_segment(path: &str) -> &str {
@@ -1334,6 +1353,18 @@ pub mod schema {
                 }),
             );
             reference("AppointmentSearchResponse")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimals_are_pushed_as_a_formatter_writes_them() {
+        for n in [0, 7, 10, 99, 12_345, usize::MAX] {
+            let mut out = String::from("$[");
+            super::push_decimal(&mut out, n);
+            assert_eq!(out, format!("$[{n}"));
         }
     }
 }

@@ -11,12 +11,43 @@ use crate::error::{ApiError, ErrorKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
+use std::sync::PoisonError;
 
 /// A [`TokenConfig`] ready to check tokens: the secret read from the environment once.
 #[derive(Clone)]
 pub struct TokenPolicy {
     pub config: TokenConfig,
     verifier: Option<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)>,
+    /// Tokens that passed, with their claims.
+    accepted: std::sync::Arc<Accepted>,
+}
+
+/// Tokens that passed every check that does not depend on the time, with their claims:
+/// ServiceMobility forwards the same token with every booking its user makes, and its
+/// base64, JSON and signature need checking once. Keyed by the token's exact text, so a
+/// token that differs in any byte is checked afresh; `exp` is checked on every use.
+#[derive(Default)]
+struct Accepted {
+    tokens: std::sync::Mutex<std::collections::HashMap<Box<str>, TokenClaims>>,
+}
+
+/// Tokens remembered at most; past that the memory starts again (a host sees a few
+/// users' tokens at a time, a flood of distinct ones only costs the checks it did before).
+const ACCEPTED_TOKENS: usize = 1024;
+
+impl Accepted {
+    fn get(&self, token: &str) -> Option<TokenClaims> {
+        let tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        tokens.get(token).cloned()
+    }
+
+    fn keep(&self, token: &str, claims: &TokenClaims) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        if tokens.len() >= ACCEPTED_TOKENS {
+            tokens.clear();
+        }
+        tokens.insert(token.into(), claims.clone());
+    }
 }
 
 impl std::fmt::Debug for TokenPolicy {
@@ -53,6 +84,7 @@ impl TokenPolicy {
         Ok(TokenPolicy {
             config: config.clone(),
             verifier,
+            accepted: Default::default(),
         })
     }
 }
@@ -104,6 +136,15 @@ pub fn check(
     if token.is_empty() {
         return Err(refuse("is empty"));
     }
+    let leeway = i64::try_from(config.leeway_seconds).unwrap_or(i64::MAX);
+    let expired = |exp: i64| exp.saturating_add(leeway) <= now;
+    if let Some(claims) = policy.accepted.get(token) {
+        // Every accepted token has an `exp`; `nbf` was already reached when it passed.
+        return match claims.exp {
+            Some(exp) if !expired(exp) => Ok(Some(claims)),
+            _ => Err(refuse("has expired")),
+        };
+    }
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -133,21 +174,22 @@ pub fn check(
         .get("exp")
         .and_then(Value::as_i64)
         .ok_or_else(|| refuse("payload has no numeric exp"))?;
-    let leeway = i64::try_from(config.leeway_seconds).unwrap_or(i64::MAX);
-    if exp.saturating_add(leeway) <= now {
+    if expired(exp) {
         return Err(refuse("has expired"));
     }
     if let Some((key, validation)) = &policy.verifier {
         jsonwebtoken::decode::<Value>(token, key, validation).map_err(|e| refuse(&rejected(&e)))?;
     }
     let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_string);
-    Ok(Some(TokenClaims {
+    let claims = TokenClaims {
         name: text("name"),
         email: text("email"),
         exp: Some(exp),
         iat: map.get("iat").and_then(Value::as_i64),
         raw,
-    }))
+    };
+    policy.accepted.keep(token, &claims);
+    Ok(Some(claims))
 }
 
 /// Why `verify` mode refused a token, in words that do not repeat the token.
@@ -202,6 +244,38 @@ mod tests {
 
     fn decode(t: Option<&str>) -> Result<Option<TokenClaims>, ApiError> {
         check(&policy(TokenConfig::default()), t.map(str::as_bytes), NOW)
+    }
+
+    /// An accepted token is remembered by its exact text: it still expires, and a token
+    /// that differs in one byte is checked in full.
+    #[test]
+    fn a_remembered_token_still_expires_and_only_its_exact_text_is_remembered() {
+        let p = policy(TokenConfig::default());
+        let t = token(r#"{"alg":"HS256"}"#, r#"{"exp":1700000100,"name":"A"}"#);
+        let first = check(&p, Some(t.as_bytes()), NOW).unwrap().unwrap();
+        let again = check(&p, Some(t.as_bytes()), NOW + 50).unwrap().unwrap();
+        assert_eq!(again.name.as_deref(), Some("A"));
+        assert_eq!(again.raw, first.raw);
+        let late = check(&p, Some(t.as_bytes()), NOW + 1000).unwrap_err();
+        assert!(late.detail.contains("expired"), "{}", late.detail);
+        // The same payload with another header byte: a header that names another
+        // algorithm is refused, not answered from memory.
+        let other = token(r#"{"alg":"none"}"#, r#"{"exp":1700000100,"name":"A"}"#);
+        assert!(check(&p, Some(other.as_bytes()), NOW).is_err());
+        // Clones share what was accepted (every route of one policy).
+        let clone = p.clone();
+        assert!(clone.accepted.get(&t).is_some());
+        // In verify mode only a verified token is remembered: one with a made-up signature
+        // is checked, and refused, every time. (The secret is whatever PATH holds.)
+        let verify = policy(TokenConfig {
+            mode: TokenMode::Verify,
+            secret_env: Some("PATH".into()),
+            ..TokenConfig::default()
+        });
+        for _ in 0..2 {
+            assert!(check(&verify, Some(t.as_bytes()), NOW).is_err(), "unsigned");
+        }
+        assert!(verify.accepted.get(&t).is_none());
     }
 
     #[test]

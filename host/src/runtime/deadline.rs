@@ -23,8 +23,10 @@ pub struct Throttle {
     slow_lane: Arc<Semaphore>,
     /// What the host is serving: runaways run at full speed only when nobody else waits.
     load: Arc<Load>,
-    /// Epoch ticks of guest execution after which a call is a runaway.
-    runaway_ticks: u64,
+    /// Time computing after which a call is a runaway.
+    runaway_after: Duration,
+    /// A struck call's grace: one tick of computing.
+    tick: Duration,
     /// How long a runaway pauses, holding the slow lane, between slices of one tick.
     runaway_pause: Duration,
 }
@@ -86,7 +88,8 @@ impl Throttle {
         Throttle {
             slow_lane: Arc::new(Semaphore::new(1)),
             load: Load::new(tick),
-            runaway_ticks: (rt.runaway_after_ms / tick.as_millis().max(1) as u64).max(1),
+            runaway_after: Duration::from_millis(rt.runaway_after_ms.max(1)),
+            tick,
             runaway_pause: tick * (100 / u32::from(rt.runaway_share_percent.clamp(1, 100))),
         }
     }
@@ -122,13 +125,16 @@ impl Throttle {
         // - past the deadline the guest traps with `Trap::Interrupt`;
         // - before it, the guest yields, so it never holds a tokio worker for more than one
         //   tick;
-        // - after `runaway_ticks` ticks it is a runaway: while others wait (see [`Load`]),
+        // - after computing for `runaway_after_ms` it is a runaway (the time it waited to
+        //   be resumed after a yield does not count, see [`Computing`]): while others wait
+        //   (see [`Load`]),
         //   each further tick first waits its turn on the slow lane and pauses there, so
         //   that all runaways together use at most `runaway_share_percent` of one core;
         //   with nobody else to serve, runaways run at full speed;
         // - a call of a plugin with strikes has no grace, and its first callback comes
         //   before its first instruction (an epoch deadline of 0 ticks): it is counted as a
-        //   runaway from the start, and is one more strike only if it computes past that.
+        //   runaway from the start, and is one more strike only if it computes for more
+        //   than a tick.
         let (slow_lane, pause, load, conduct) = (
             self.slow_lane.clone(),
             self.runaway_pause,
@@ -136,43 +142,200 @@ impl Throttle {
             conduct.clone(),
         );
         let struck = conduct.struck();
-        // Callbacks after which the call has run past its grace: a struck call's first
-        // callback comes before its first instruction, so its grace is that one.
-        let grace = if struck { 1 } else { self.runaway_ticks };
-        let mut ticks = 0u64;
+        // A struck call's first callback comes before its first instruction, so its grace
+        // is one tick of computing.
+        let grace = if struck {
+            self.tick
+        } else {
+            self.runaway_after
+        };
+        let mut computing = Computing::new(Mark::now());
+        let resumed = computing.resumed.clone();
         let state = store.data_mut();
         state.runaway = struck.then(|| self.load.runaway());
         state.past_grace = false;
         store.set_epoch_deadline(if struck { 0 } else { 1 });
         store.epoch_deadline_callback(move |mut store| {
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(Trap::Interrupt.into());
             }
-            ticks += 1;
-            if ticks > grace && !store.data().past_grace {
+            if computing.until(Mark::now()) > grace && !store.data().past_grace {
                 let state = store.data_mut();
                 state.past_grace = true;
                 state.runaway.get_or_insert_with(|| load.runaway());
                 conduct.strike();
             }
-            if (ticks <= grace && !struck) || !load.others_waiting() {
+            if (!store.data().past_grace && !struck) || !load.others_waiting() {
                 // tokio's own yield lets the worker poll its I/O and timers before resuming
                 // the guest; wasmtime's plain `Yield` reschedules at once, so a worker busy
                 // with yielding guests would look at the network only every 61 polls.
+                let resumed = resumed.clone();
                 return Ok(UpdateDeadline::YieldCustom(
                     1,
-                    Box::pin(tokio::task::yield_now()),
+                    Box::pin(async move {
+                        tokio::task::yield_now().await;
+                        resumed.now();
+                    }),
                 ));
             }
-            let lane = slow_lane.clone();
+            let (lane, resumed) = (slow_lane.clone(), resumed.clone());
             Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(async move {
                     if let Ok(_turn) = lane.acquire_owned().await {
                         tokio::time::sleep(pause).await;
                     }
+                    resumed.now();
                 }),
             ))
         });
+    }
+}
+
+/// How long a call has been computing: from each resume of the guest to its next epoch
+/// callback, the CPU time its thread spent, summed. Time the call did not run is not
+/// counted: waiting to be resumed after a yield (behind other requests on a busy worker,
+/// or for its turn on the slow lane), and the thread being preempted by the OS for another
+/// (on a loaded host, a slice of several milliseconds). Counting those, a short booking on
+/// a busy host could pass for a runaway, and a plugin with strikes has its calls queue on
+/// the slow lane until they time out. Host calls made inline (a `kv` read) count: the call
+/// holds its worker meanwhile. When the guest resumed on another thread than the callback
+/// runs on (it awaited an async host call), the wall time since is counted instead.
+struct Computing {
+    /// The last callback (at first, the call's start).
+    last: Mark,
+    resumed: Resumed,
+    total: Duration,
+}
+
+/// A moment in a call: the thread, its CPU time then (when the OS says), the wall clock.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    thread: std::thread::ThreadId,
+    cpu: Option<Duration>,
+    wall: Instant,
+}
+
+impl Mark {
+    fn now() -> Mark {
+        Mark {
+            thread: std::thread::current().id(),
+            cpu: cpu_time::ThreadTime::try_now()
+                .ok()
+                .map(|t| t.as_duration()),
+            wall: Instant::now(),
+        }
+    }
+
+    /// What ran on this thread from `from` to `self`.
+    fn ran_since(&self, from: &Mark) -> Duration {
+        match (self.cpu, from.cpu) {
+            (Some(now), Some(then)) if self.thread == from.thread => now.saturating_sub(then),
+            _ => self.wall.saturating_duration_since(from.wall),
+        }
+    }
+}
+
+/// When the guest last resumed after a yield; set by the future it yields to, as that
+/// future completes.
+#[derive(Clone, Default)]
+struct Resumed(Arc<std::sync::Mutex<Option<Mark>>>);
+
+impl Resumed {
+    fn now(&self) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Mark::now());
+    }
+}
+
+impl Computing {
+    fn new(started: Mark) -> Computing {
+        Computing {
+            last: started,
+            resumed: Resumed::default(),
+            total: Duration::ZERO,
+        }
+    }
+
+    /// The time computed up to `now`, a callback: what ran since the guest last resumed
+    /// (or since the last callback, when it has not yielded since) is added.
+    fn until(&mut self, now: Mark) -> Duration {
+        let resumed = self
+            .resumed
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        self.total += now.ran_since(&resumed.unwrap_or(self.last));
+        self.last = now;
+        self.total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Time the call did not run is not computing: a short call that yielded at a tick
+    /// and waited behind other requests, or was preempted, is not a runaway however long
+    /// it waited; one that computes through several ticks is.
+    #[test]
+    fn only_the_cpu_time_between_a_resume_and_the_next_callback_counts() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let here = std::thread::current().id();
+        let mark = |cpu: u64, wall: u64| Mark {
+            thread: here,
+            cpu: Some(ms(cpu)),
+            wall: t0 + ms(wall),
+        };
+        let resume = |c: &Computing, m: Mark| *c.resumed.0.lock().unwrap() = Some(m);
+        let mut c = Computing::new(mark(0, 0));
+        // Runs 1 ms, yields at a tick, waits 30 ms on a busy worker, runs 1 ms more.
+        assert_eq!(c.until(mark(1, 1)), ms(1));
+        resume(&c, mark(1, 31));
+        assert_eq!(c.until(mark(2, 32)), ms(2));
+        // Preempted by the OS for 10 ms in the middle of a slice: 2 ms of CPU in 12 ms.
+        resume(&c, mark(2, 32));
+        assert_eq!(c.until(mark(4, 44)), ms(4));
+        // A callback with no resume since the last one counts from that callback.
+        assert_eq!(c.until(mark(5, 45)), ms(5));
+        // Resumed on another thread (an async host call moved it): wall time counts.
+        let elsewhere = std::thread::spawn(|| std::thread::current().id())
+            .join()
+            .unwrap();
+        resume(
+            &c,
+            Mark {
+                thread: elsewhere,
+                cpu: Some(ms(100)),
+                wall: t0 + ms(50),
+            },
+        );
+        assert_eq!(c.until(mark(6, 53)), ms(8));
+        // A guest that computes from tick to tick accumulates every one.
+        let mut busy = Computing::new(mark(0, 0));
+        for tick in 1..=5u64 {
+            assert_eq!(busy.until(mark(2 * tick, 2 * tick)), ms(2 * tick));
+            resume(&busy, mark(2 * tick, 2 * tick));
+        }
+    }
+
+    #[test]
+    fn a_thread_s_cpu_time_is_read() {
+        let start = Mark::now();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(
+            start.cpu.is_some(),
+            "CLOCK_THREAD_CPUTIME_ID is available here"
+        );
+        assert!(Mark::now().ran_since(&start) > Duration::ZERO);
     }
 }

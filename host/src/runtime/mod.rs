@@ -708,6 +708,65 @@ mod tests {
         .unwrap()
     }
 
+    /// A short call on a busy host is not a runaway: it computes about 2.5 ms (past one
+    /// tick, within the 4 ms grace), and at every yield the worker is taken for 10 ms by
+    /// other work. Counted in wall time, or in ticks seen, it would pass for a runaway and
+    /// its plugin would get a strike; in CPU time it is well within its grace.
+    #[tokio::test]
+    async fn waiting_on_a_busy_worker_is_not_running_away() {
+        let rt = runtime(false);
+        let conduct: Arc<deadline::Conduct> = Arc::default();
+        let bounded = |count: i64| {
+            format!(
+                r#"(module
+                    (global $n (export "n") (mut i64) (i64.const 0))
+                    (func (export "run")
+                      (loop (global.set $n (i64.add (global.get $n) (i64.const 1)))
+                            (br_if 0 (i64.lt_u (global.get $n) (i64.const {count}))))))"#
+            )
+        };
+        // How many iterations of it this machine runs in a millisecond of CPU, alone (its
+        // compilation counted too, so the estimate errs low).
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let cpu = cpu_time::ThreadTime::now();
+        let (_, n) = run_as(&rt, &bounded(i64::MAX), limits(30), &Arc::default()).await;
+        let per_ms = n as f64 / cpu.elapsed().as_secs_f64() / 1000.0;
+        let count = (per_ms * 2.5) as i64;
+        let bounded = bounded(count);
+        // Other work that holds the (single) worker for 10 ms whenever the guest yields.
+        let busy = tokio::spawn(async {
+            loop {
+                std::thread::sleep(Duration::from_millis(10));
+                tokio::task::yield_now().await;
+            }
+        });
+        // A run counts when the guest met a tick and waited behind the other work at least
+        // twice; on a loaded machine the epoch may not tick within a short call, so a few
+        // runs are allowed to find one that did.
+        let mut waited = None;
+        for _ in 0..10 {
+            let started = Instant::now();
+            let (done, ran) = run_as(&rt, &bounded, limits(2000), &conduct).await;
+            let took = started.elapsed();
+            assert!(matches!(done, Some(Ok(()))), "{done:?}");
+            assert_eq!(ran, count);
+            assert_eq!(
+                conduct.strikes(),
+                0,
+                "a {took:?} call of ~2.5 ms CPU was struck"
+            );
+            if took >= Duration::from_millis(20) {
+                waited = Some(took);
+                break;
+            }
+        }
+        busy.abort();
+        assert!(
+            waited.is_some(),
+            "no run yielded and waited behind the other work"
+        );
+    }
+
     #[tokio::test]
     async fn a_plugin_whose_calls_run_away_waits_its_turn_before_its_first_instruction() {
         let rt = slow_lane_runtime();

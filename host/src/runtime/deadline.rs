@@ -149,7 +149,7 @@ impl Throttle {
         } else {
             self.runaway_after
         };
-        let mut computing = Computing::new(Mark::now());
+        let mut computing = Computing::new(Mark::now(), self.tick);
         let resumed = computing.resumed.clone();
         let state = store.data_mut();
         state.runaway = struck.then(|| self.load.runaway());
@@ -199,14 +199,18 @@ impl Throttle {
 /// or for its turn on the slow lane), and the thread being preempted by the OS for another
 /// (on a loaded host, a slice of several milliseconds). Counting those, a short booking on
 /// a busy host could pass for a runaway, and a plugin with strikes has its calls queue on
-/// the slow lane until they time out. Host calls made inline (a `kv` read) count: the call
-/// holds its worker meanwhile. When the guest resumed on another thread than the callback
-/// runs on (it awaited an async host call), the wall time since is counted instead.
+/// the slow lane until they time out. Host calls made inline (a `kv` read) count as the
+/// CPU they take. Between a resume and the next callback the guest runs at most one tick
+/// unless it was suspended in an async host call (outbound HTTP), while its worker ran
+/// other requests or it moved to another worker; so no interval counts for more than one
+/// tick, as a callback counted before.
 struct Computing {
     /// The last callback (at first, the call's start).
     last: Mark,
     resumed: Resumed,
     total: Duration,
+    /// The most one interval counts for: a tick.
+    cap: Duration,
 }
 
 /// A moment in a call: the thread, its CPU time then (when the OS says), the wall clock.
@@ -252,11 +256,12 @@ impl Resumed {
 }
 
 impl Computing {
-    fn new(started: Mark) -> Computing {
+    fn new(started: Mark, tick: Duration) -> Computing {
         Computing {
             last: started,
             resumed: Resumed::default(),
             total: Duration::ZERO,
+            cap: tick,
         }
     }
 
@@ -269,7 +274,7 @@ impl Computing {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        self.total += now.ran_since(&resumed.unwrap_or(self.last));
+        self.total += now.ran_since(&resumed.unwrap_or(self.last)).min(self.cap);
         self.last = now;
         self.total
     }
@@ -293,7 +298,7 @@ mod tests {
             wall: t0 + ms(wall),
         };
         let resume = |c: &Computing, m: Mark| *c.resumed.0.lock().unwrap() = Some(m);
-        let mut c = Computing::new(mark(0, 0));
+        let mut c = Computing::new(mark(0, 0), ms(5));
         // Runs 1 ms, yields at a tick, waits 30 ms on a busy worker, runs 1 ms more.
         assert_eq!(c.until(mark(1, 1)), ms(1));
         resume(&c, mark(1, 31));
@@ -317,7 +322,7 @@ mod tests {
         );
         assert_eq!(c.until(mark(6, 53)), ms(8));
         // A guest that computes from tick to tick accumulates every one.
-        let mut busy = Computing::new(mark(0, 0));
+        let mut busy = Computing::new(mark(0, 0), ms(5));
         for tick in 1..=5u64 {
             assert_eq!(busy.until(mark(2 * tick, 2 * tick)), ms(2 * tick));
             resume(&busy, mark(2 * tick, 2 * tick));

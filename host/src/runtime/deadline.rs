@@ -160,7 +160,7 @@ impl Throttle {
             if now >= deadline {
                 return Err(Trap::Interrupt.into());
             }
-            if computing.until(Mark::now()) > grace && !store.data().past_grace {
+            if computing.until(Mark::at(now)) > grace && !store.data().past_grace {
                 let state = store.data_mut();
                 state.past_grace = true;
                 state.runaway.get_or_insert_with(|| load.runaway());
@@ -223,12 +223,17 @@ struct Mark {
 
 impl Mark {
     fn now() -> Mark {
+        Mark::at(Instant::now())
+    }
+
+    /// This thread at `wall`, a moment just read.
+    fn at(wall: Instant) -> Mark {
         Mark {
             thread: std::thread::current().id(),
             cpu: cpu_time::ThreadTime::try_now()
                 .ok()
                 .map(|t| t.as_duration()),
-            wall: Instant::now(),
+            wall,
         }
     }
 

@@ -12,7 +12,7 @@
 //! memory read. At [`BITS_PER_KEY`] bits per key the false positive rate is about 0.3 %.
 
 use arc_swap::ArcSwap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Bits of filter per key it is sized for.
@@ -70,7 +70,7 @@ impl Filter {
 /// The hash of a key, the same in every process (the filter is rebuilt, never saved, but
 /// a fixed hash keeps its behaviour reproducible).
 fn hash(key: &str) -> u64 {
-    let mut h = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().build_hasher();
+    let mut h = std::hash::DefaultHasher::new();
     h.write(key.as_bytes());
     h.finish()
 }

@@ -16,3 +16,14 @@ wasmtime::component::bindgen!({
 pub use exports::servicemobility::booking::{appointments, authentication, followup};
 pub use servicemobility::booking::types;
 pub use servicemobility::booking::{config, kv, log};
+
+/// The exported interfaces as the component model names them (`wit/booking.wit`'s package
+/// and version), with the one function each: what the runtime looks up in a plugin.
+pub mod exported {
+    pub const BOOK: (&str, &str) = ("servicemobility:booking/followup@0.1.0", "book");
+    pub const SEARCH: (&str, &str) = ("servicemobility:booking/appointments@0.1.0", "search");
+    pub const AUTHENTICATE: (&str, &str) = (
+        "servicemobility:booking/authentication@0.1.0",
+        "authenticate",
+    );
+}

@@ -10,7 +10,7 @@
 
 use super::{LoadedPlugin, PluginIdent};
 use crate::config::PluginManifest;
-use crate::contract::bindings::{appointments, authentication, followup};
+use crate::contract::bindings::exported;
 use crate::runtime::PluginRuntime;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -172,9 +172,10 @@ pub fn load_hashed(
         .linker()
         .instantiate_pre(&component)
         .map_err(|e| LoadError::Link(ident.clone(), format!("{e:#}")))?;
-    let book = followup::GuestIndices::new(&pre).ok();
-    let search = appointments::GuestIndices::new(&pre).ok();
-    let login = authentication::GuestIndices::new(&pre).ok();
+    let find = |(interface, function)| crate::runtime::Export::find(&pre, interface, function);
+    let book = find(exported::BOOK);
+    let search = find(exported::SEARCH);
+    let login = find(exported::AUTHENTICATE);
     if book.is_none() && search.is_none() && login.is_none() {
         return Err(LoadError::NoExports(ident));
     }

@@ -39,7 +39,7 @@ use bindings::types::{
 pub use failure::{FailureKind, PluginFailure};
 use failure::{classify, failure};
 use output::GuestOutput;
-pub use prepared::Prepared;
+pub use prepared::{Export, Prepared};
 use sandbox::Limiter;
 use state::PluginState;
 pub use state::Services;
@@ -50,9 +50,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
+use warm::Warm;
 pub use warm::WarmPool;
-use warm::{Loaded, Warm};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{
+    Component, ComponentNamedList, HasSelf, Instance, Lift, Linker, Lower, ResourceTable,
+};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtx;
 
@@ -160,24 +162,14 @@ impl PluginRuntime {
         job: &BookJob,
         services: Services,
     ) -> Result<(Result<BookJobResponse, BookingError>, Services), PluginFailure> {
-        let Some(indices) = &plugin.book else {
-            return Err(failure(
-                plugin,
-                FailureKind::Unavailable,
-                "does not export book",
-            ));
-        };
-        self.run(plugin, ctx, services, async |store, loaded| {
-            // A warm instance keeps its typed export: typechecking the Book Job record
-            // again on every call is measurable.
-            let guest = match loaded.book.take() {
-                Some(guest) => guest,
-                None => indices.load(&mut *store, &loaded.instance)?,
-            };
-            let answer = guest.call_book(&mut *store, ctx, job).await;
-            loaded.book = Some(guest);
-            answer
-        })
+        self.call(
+            plugin,
+            plugin.book.as_ref(),
+            "book",
+            ctx,
+            services,
+            (ctx, job),
+        )
         .await
     }
 
@@ -189,23 +181,9 @@ impl PluginRuntime {
         query: &AppointmentSearch,
         services: Services,
     ) -> Result<(Result<AppointmentSearchResponse, BookingError>, Services), PluginFailure> {
-        let Some(indices) = &plugin.search else {
-            return Err(failure(
-                plugin,
-                FailureKind::Unavailable,
-                "does not export search",
-            ));
-        };
-        self.run(plugin, ctx, services, async |store, loaded| {
-            let guest = match loaded.search.take() {
-                Some(guest) => guest,
-                None => indices.load(&mut *store, &loaded.instance)?,
-            };
-            let answer = guest.call_search(&mut *store, ctx, query).await;
-            loaded.search = Some(guest);
-            answer
-        })
-        .await
+        let export = plugin.search.as_ref();
+        self.call(plugin, export, "search", ctx, services, (ctx, query))
+            .await
     }
 
     /// Calls the plugin's `authenticate` export.
@@ -216,21 +194,42 @@ impl PluginRuntime {
         credentials: &Credentials,
         services: Services,
     ) -> Result<(Result<Identity, AuthError>, Services), PluginFailure> {
-        let Some(indices) = &plugin.login else {
+        let export = plugin.login.as_ref();
+        self.call(
+            plugin,
+            export,
+            "authenticate",
+            ctx,
+            services,
+            (ctx, credentials),
+        )
+        .await
+    }
+
+    /// Calls `export` (the plugin's `function`) with `params`, in [`Self::run`].
+    async fn call<P, R: 'static>(
+        &self,
+        plugin: &Prepared,
+        export: Option<&Export>,
+        function: &str,
+        ctx: &RequestContext,
+        services: Services,
+        params: P,
+    ) -> Result<(R, Services), PluginFailure>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        (R,): ComponentNamedList + Lift + Send + Sync,
+    {
+        let Some(export) = export else {
             return Err(failure(
                 plugin,
                 FailureKind::Unavailable,
-                "does not export authenticate",
+                format!("does not export {function}"),
             ));
         };
-        self.run(plugin, ctx, services, async |store, loaded| {
-            let guest = match loaded.login.take() {
-                Some(guest) => guest,
-                None => indices.load(&mut *store, &loaded.instance)?,
-            };
-            let answer = guest.call_authenticate(&mut *store, ctx, credentials).await;
-            loaded.login = Some(guest);
-            answer
+        self.run(plugin, ctx, services, async |store, instance| {
+            let func = export.typed::<_, P, (R,)>(store, instance)?;
+            Ok(func.call_async(&mut *store, params).await?.0)
         })
         .await
     }
@@ -252,7 +251,7 @@ impl PluginRuntime {
         plugin: &Prepared,
         ctx: &RequestContext,
         services: Services,
-        call: impl AsyncFnOnce(&mut Store<PluginState>, &mut Loaded) -> wasmtime::Result<R>,
+        call: impl AsyncFnOnce(&mut Store<PluginState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<(R, Services), PluginFailure> {
         let request_id = ctx.request_id.as_str();
         // The plugin's own bound first, so that one busy tenant queues on its own slots and
@@ -286,7 +285,7 @@ impl PluginRuntime {
             Some(Some(warm)) => {
                 let mut store = warm.store;
                 self.rearm(&mut store, plugin, request_id, deadline);
-                (store, Some(warm.loaded), warm.served)
+                (store, Some(warm.instance), warm.served)
             }
             _ => {
                 // A replayed call reads the recorded config and clock.
@@ -338,17 +337,12 @@ impl PluginRuntime {
         let outcome = tokio::time::timeout_at(
             (deadline + deadline::DEADLINE_GRACE).into(),
             async {
-                let mut loaded = match warm {
-                    Some(loaded) => loaded,
-                    None => Loaded {
-                        instance: plugin.pre.instantiate_async(&mut store).await?,
-                        book: None,
-                        search: None,
-                        login: None,
-                    },
+                let instance = match warm {
+                    Some(instance) => instance,
+                    None => plugin.pre.instantiate_async(&mut store).await?,
                 };
-                let answer = call(&mut store, &mut loaded).await?;
-                Ok((answer, loaded))
+                let answer = call(&mut store, &instance).await?;
+                Ok((answer, instance))
             }
             .instrument(span.clone()),
         )
@@ -429,7 +423,7 @@ impl PluginRuntime {
                 failure: result.as_ref().err().map(|f| f.cause.clone()),
             });
         }
-        let (answer, loaded) = result?;
+        let (answer, instance) = result?;
         let services = std::mem::take(&mut store.data_mut().services);
         // A memory or table limit the guest survived still retires the instance: its
         // state is whatever the refused allocation left behind.
@@ -440,7 +434,7 @@ impl PluginRuntime {
                 &ctx.route,
                 Warm {
                     store,
-                    loaded,
+                    instance,
                     served: served + 1,
                 },
                 limits.max_concurrency as usize,

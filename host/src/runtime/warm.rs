@@ -2,24 +2,15 @@
 //! goes back to a pool of its plugin version for its route, and serves up to N calls.
 
 use super::state::PluginState;
-use crate::contract::bindings;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use wasmtime::Store;
 use wasmtime::component::Instance;
 
-/// An instance with the typed exports looked up so far.
-pub struct Loaded {
-    pub instance: Instance,
-    pub book: Option<bindings::followup::Guest>,
-    pub search: Option<bindings::appointments::Guest>,
-    pub login: Option<bindings::authentication::Guest>,
-}
-
 /// An instance kept for reuse with its `Store`.
 pub struct Warm {
     pub store: Store<PluginState>,
-    pub loaded: Loaded,
+    pub instance: Instance,
     /// Calls it has served.
     pub served: u32,
 }

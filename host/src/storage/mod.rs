@@ -19,6 +19,7 @@
 //! PostgreSQL ([`postgres`]) is the store several hosts share; it also provides
 //! [`Leases`], which keep a booking from running on two hosts at once.
 
+mod checkpoint;
 pub mod keys;
 pub mod kv;
 pub mod memory;

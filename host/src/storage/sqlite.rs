@@ -8,6 +8,7 @@
 //! [`Pipeline`](super::pipeline::Pipeline), which orders commits in memory and feeds the
 //! writer its groups.
 
+use super::checkpoint::{Checkpointer, Pace};
 use super::keys::JournalKeys;
 use super::pipeline::Pipeline;
 use super::{Batch, Commit, Durable, Listing, Recorded, StorageError, TapeQuery, TapeRow};
@@ -17,6 +18,9 @@ use std::sync::{Mutex, PoisonError};
 
 /// Read connections; reads are short, so a few serve many concurrent calls.
 const READERS: usize = 4;
+
+/// How long a connection waits for a lock another one holds.
+pub(super) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS kv (
@@ -54,6 +58,8 @@ pub struct SqliteDisk {
     /// the writer's check that its key is new, need no read of the file.
     keys: JournalKeys,
     readers: Vec<Mutex<Connection>>,
+    /// Copies the log into the file, off the writer.
+    checkpointer: Checkpointer,
     /// An exclusive lock on `<file>.lock` for as long as the store is open: a second host
     /// on the same file would double-book (each orders commits in its own memory), so it
     /// is refused at start.
@@ -82,9 +88,11 @@ impl SqliteDisk {
             .map_err(|e| StorageError(format!("cannot open {}: {e}", path.display())))?;
         writer
             .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+                 PRAGMA wal_autocheckpoint = 0;",
             )
             .map_err(err)?;
+        writer.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         writer.execute_batch(SCHEMA).map_err(err)?;
         let keys = journal_keys(&writer, None)
             .map_err(err)?
@@ -96,8 +104,7 @@ impl SqliteDisk {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(err)?;
-                c.busy_timeout(std::time::Duration::from_secs(5))
-                    .map_err(err)?;
+                c.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
                 Ok(Mutex::new(c))
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
@@ -105,6 +112,7 @@ impl SqliteDisk {
             writer: Mutex::new(writer),
             keys,
             readers,
+            checkpointer: Checkpointer::start(path, Pace::default())?,
             _lock: lock,
         })
     }
@@ -212,6 +220,7 @@ impl Durable for SqliteDisk {
             tracing::error!("store commit failed: {e}");
             err(e)
         })?;
+        self.checkpointer.committed(&c);
         Ok(outcomes)
     }
 }
@@ -303,8 +312,7 @@ impl ReadOnly {
     pub fn open(path: &Path) -> Result<ReadOnly, StorageError> {
         let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| StorageError(format!("cannot open {}: {e}", path.display())))?;
-        c.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
+        c.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         Ok(ReadOnly {
             reader: Mutex::new(c),
         })

@@ -52,7 +52,7 @@ impl Default for Pace {
 
 #[derive(Default)]
 struct State {
-    /// Commits since the last pass began.
+    /// Whether there were commits since the last pass began.
     commits: bool,
     stop: bool,
 }

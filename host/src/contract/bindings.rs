@@ -17,13 +17,30 @@ pub use exports::servicemobility::booking::{appointments, authentication, follow
 pub use servicemobility::booking::types;
 pub use servicemobility::booking::{config, kv, log};
 
-/// The exported interfaces as the component model names them (`wit/booking.wit`'s package
-/// and version), with the one function each: what the runtime looks up in a plugin.
+/// The version of the `servicemobility:booking` package in `wit/booking.wit`, as a literal
+/// (for `concat!`): the one place the host spells it.
+macro_rules! wit_version {
+    () => {
+        "0.1.0"
+    };
+}
+
+/// The version of the `servicemobility:booking` WIT package this host implements.
+pub const WIT_VERSION: &str = wit_version!();
+
+/// The exported interfaces as the component model names them, with the one function each:
+/// what the runtime looks up in a plugin.
 pub mod exported {
-    pub const BOOK: (&str, &str) = ("servicemobility:booking/followup@0.1.0", "book");
-    pub const SEARCH: (&str, &str) = ("servicemobility:booking/appointments@0.1.0", "search");
+    pub const BOOK: (&str, &str) = (
+        concat!("servicemobility:booking/followup@", wit_version!()),
+        "book",
+    );
+    pub const SEARCH: (&str, &str) = (
+        concat!("servicemobility:booking/appointments@", wit_version!()),
+        "search",
+    );
     pub const AUTHENTICATE: (&str, &str) = (
-        "servicemobility:booking/authentication@0.1.0",
+        concat!("servicemobility:booking/authentication@", wit_version!()),
         "authenticate",
     );
 }

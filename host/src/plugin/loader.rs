@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// The version of the `servicemobility:booking` WIT package this host implements.
-pub const HOST_WIT_VERSION: &str = "0.1.0";
+pub const HOST_WIT_VERSION: &str = crate::contract::bindings::WIT_VERSION;
 
 /// The custom section in which the guest SDK stamps the WIT version.
 pub const VERSION_SECTION: &str = "servicemobility:booking-api-version";

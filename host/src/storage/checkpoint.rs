@@ -76,14 +76,17 @@ impl Shared {
 pub struct Checkpointer {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// How long the store's connections wait for a lock: the writer's again after a restart.
+    busy: Duration,
 }
 
 impl Checkpointer {
-    /// Starts checkpointing the file at `path`, whose writer has `wal_autocheckpoint = 0`.
-    pub fn start(path: &Path, pace: Pace) -> Result<Checkpointer, StorageError> {
+    /// Starts checkpointing the file at `path`, whose writer has `wal_autocheckpoint = 0`
+    /// and waits `busy` for a lock.
+    pub fn start(path: &Path, pace: Pace, busy: Duration) -> Result<Checkpointer, StorageError> {
         let c = Connection::open(path)
             .map_err(|e| StorageError(format!("cannot open {}: {e}", path.display())))?;
-        c.busy_timeout(super::sqlite::BUSY_TIMEOUT)
+        c.busy_timeout(busy)
             .map_err(|e| StorageError(e.to_string()))?;
         let shared = Arc::new(Shared {
             state: Mutex::default(),
@@ -101,6 +104,7 @@ impl Checkpointer {
         Ok(Checkpointer {
             shared,
             thread: Some(thread),
+            busy,
         })
     }
 
@@ -118,7 +122,7 @@ impl Checkpointer {
                 Ok(_busy) => tracing::debug!("the store's log could not restart yet"),
                 Err(e) => tracing::warn!("store checkpoint failed: {e}"),
             }
-            let _ = writer.busy_timeout(super::sqlite::BUSY_TIMEOUT);
+            let _ = writer.busy_timeout(self.busy);
         }
         let mut state = self.shared.lock();
         if !state.commits {
@@ -230,7 +234,7 @@ mod tests {
         // so that its file holds a small part of what was written.
         let db = dir.join("with.db");
         let w = writer(&db);
-        let checkpointer = Checkpointer::start(&db, pace).unwrap();
+        let checkpointer = Checkpointer::start(&db, pace, Duration::from_secs(5)).unwrap();
         commit(&w, Some(&checkpointer), commits);
         let restarts = checkpointer.shared.restarts.load(Ordering::Relaxed);
         assert!(restarts > 0, "the log never restarted");

@@ -20,7 +20,7 @@ use std::sync::{Mutex, PoisonError};
 const READERS: usize = 4;
 
 /// How long a connection waits for a lock another one holds.
-pub(super) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS kv (
@@ -112,7 +112,7 @@ impl SqliteDisk {
             writer: Mutex::new(writer),
             keys,
             readers,
-            checkpointer: Checkpointer::start(path, Pace::default())?,
+            checkpointer: Checkpointer::start(path, Pace::default(), BUSY_TIMEOUT)?,
             _lock: lock,
         })
     }

@@ -31,8 +31,13 @@ fn main() {
         .parent()
         .expect("tests/ sits in the workspace")
         .to_path_buf();
+    // Each source file, not the directories: cargo scans a watched directory whole, and
+    // this script itself writes into them (npm's `node_modules`, Python's caches), which
+    // made the next cargo command run it again and rebuild the test crate.
     for dir in ["wit", "guest-sdk", "plugins", "tests/guests"] {
-        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+        for file in sources(&root.join(dir)) {
+            println!("cargo:rerun-if-changed={}", file.display());
+        }
     }
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -98,33 +103,39 @@ fn exists(path: &Path) -> bool {
     path.is_file()
 }
 
-/// The newest modification time under `dir`, skipping installed dependencies and caches.
-fn newest(dir: &Path) -> std::time::SystemTime {
-    let mut latest = std::time::SystemTime::UNIX_EPOCH;
+/// The source files under `dir`: everything but installed dependencies, caches, build
+/// output and built components.
+fn sources(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
     let Ok(entries) = fs::read_dir(dir) else {
-        return latest;
+        return files;
     };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
-        if ["node_modules", "__pycache__"]
+        if ["node_modules", "__pycache__", "target"]
             .iter()
             .any(|skip| name == *skip)
             || path.extension().is_some_and(|e| e == "wasm")
         {
             continue;
         }
-        let time = if path.is_dir() {
-            newest(&path)
+        if path.is_dir() {
+            files.extend(sources(&path));
         } else {
-            entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .unwrap_or(latest)
-        };
-        latest = latest.max(time);
+            files.push(path);
+        }
     }
-    latest
+    files
+}
+
+/// The newest modification time of the sources under `dir`.
+fn newest(dir: &Path) -> std::time::SystemTime {
+    sources(dir)
+        .iter()
+        .filter_map(|file| fs::metadata(file).and_then(|m| m.modified()).ok())
+        .max()
+        .unwrap_or(std::time::SystemTime::UNIX_EPOCH)
 }
 
 /// Whether `out` is older than its sources (`dirs`), or missing.

@@ -133,6 +133,7 @@ async fn a_minted_token_books_and_bad_logons_are_refused_without_leaking_the_pas
     .await;
     assert_eq!(booked.status, 200, "{}", booked.text);
     // A token signed with another secret is not.
+    followup_host::http::hs256::install();
     let forged = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &claims,

@@ -9,20 +9,33 @@ use followup_host::clock::unix_seconds as now;
 use followup_host::config::{Config, PluginManifest, RouteConfig, TokenConfig};
 use followup_tests::guests;
 use followup_tests::http::{example, send};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use std::process::Command;
 
 const SECRET_ENV: &str = "FOLLOWUP_TEST_JWT_SECRET";
 const SECRET: &str = "a-shared-secret-of-reasonable-length";
 
-fn sign(claims: &Value, secret: &str, alg: Algorithm) -> String {
-    encode(
-        &Header::new(alg),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+/// A JWT signed here, by hand, with HMAC over SHA-256 (`HS256`) or SHA-512 (`HS512`):
+/// the host's own signing code is what is under test.
+fn sign(claims: &Value, secret: &str, alg: &str) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(&format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#)),
+        b64(&claims.to_string())
+    );
+    let key = secret.as_bytes();
+    let tag = match alg {
+        "HS256" => mac(Hmac::<sha2::Sha256>::new_from_slice(key).unwrap(), &input),
+        "HS512" => mac(Hmac::<sha2::Sha512>::new_from_slice(key).unwrap(), &input),
+        other => panic!("no HMAC for {other}"),
+    };
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag))
+}
+
+fn mac(mut mac: impl Mac, input: &str) -> Vec<u8> {
+    mac.update(input.as_bytes());
+    mac.finalize().into_bytes().to_vec()
 }
 
 fn claims(extra: Value) -> Value {
@@ -43,10 +56,16 @@ fn b64(text: &str) -> String {
     URL_SAFE_NO_PAD.encode(text)
 }
 
-/// POSTs the body to the echo route, with `token` when there is one; status and body.
+/// POSTs the body to the echo route for WO-1, with `token` when there is one; status and
+/// body.
 async fn post(base: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    post_for(base, "WO-1", body, token).await
+}
+
+/// [`post`] for another WorkOrderID: a booking of its own, not the replay of WO-1's.
+async fn post_for(base: &str, work_order: &str, body: &str, token: Option<&str>) -> (u16, String) {
     let mut request = reqwest::Client::new()
-        .post(format!("{base}/echo/WO-1"))
+        .post(format!("{base}/echo/{work_order}"))
         .header("content-type", "application/json")
         .body(body.to_string());
     if let Some(token) = token {
@@ -110,54 +129,39 @@ async fn verify_mode_refuses_every_bad_token_before_the_plugin_runs() {
                 b64("x")
             ),
         ),
-        ("HS512", sign(&claims(json!({})), SECRET, Algorithm::HS512)),
+        ("HS512", sign(&claims(json!({})), SECRET, "HS512")),
         (
             "wrong secret",
-            sign(&claims(json!({})), "another-secret", Algorithm::HS256),
+            sign(&claims(json!({})), "another-secret", "HS256"),
         ),
         (
             "expired",
-            sign(
-                &claims(json!({"exp": now() - 600})),
-                SECRET,
-                Algorithm::HS256,
-            ),
+            sign(&claims(json!({"exp": now() - 600})), SECRET, "HS256"),
         ),
         (
             "not yet valid",
-            sign(
-                &claims(json!({"nbf": now() + 600})),
-                SECRET,
-                Algorithm::HS256,
-            ),
+            sign(&claims(json!({"nbf": now() + 600})), SECRET, "HS256"),
         ),
         (
             "wrong iss",
-            sign(
-                &claims(json!({"iss": "someone-else"})),
-                SECRET,
-                Algorithm::HS256,
-            ),
+            sign(&claims(json!({"iss": "someone-else"})), SECRET, "HS256"),
         ),
         (
             "wrong aud",
-            sign(
-                &claims(json!({"aud": "another-api"})),
-                SECRET,
-                Algorithm::HS256,
-            ),
+            sign(&claims(json!({"aud": "another-api"})), SECRET, "HS256"),
         ),
         (
             "oversized",
-            sign(
-                &claims(json!({"pad": "x".repeat(10_000)})),
-                SECRET,
-                Algorithm::HS256,
-            ),
+            sign(&claims(json!({"pad": "x".repeat(10_000)})), SECRET, "HS256"),
         ),
     ];
     let (status, answer) = post(addr, &body, None).await;
     assert_eq!(status, 401, "missing: {answer}");
+    // The same signing with every claim right is accepted: each case above is refused for
+    // its own fault, not for how this test signs.
+    let good = sign(&claims(json!({})), SECRET, "HS256");
+    let (status, answer) = post_for(addr, "WO-2", &body, Some(&good)).await;
+    assert_eq!(status, 200, "well signed: {answer}");
     for (name, token) in &cases {
         let (status, answer) = post(addr, &body, Some(token)).await;
         assert_eq!(status, 401, "{name}: {answer}");
@@ -197,7 +201,8 @@ async fn verify_mode_refuses_every_bad_token_before_the_plugin_runs() {
 
     drop(host);
     let log = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(log.matches("echo: booking received").count(), 1, "{log}");
+    // The two good tokens (signed here, minted by the CLI), and no other, reached it.
+    assert_eq!(log.matches("echo: booking received").count(), 2, "{log}");
     assert!(!log.contains(SECRET), "the secret reached the log");
     let _ = std::fs::remove_dir_all(&dir);
 }

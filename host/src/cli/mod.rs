@@ -259,6 +259,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                     claims[key] = serde_json::Value::String(v);
                 }
             }
+            crate::http::hs256::install();
             let token = jsonwebtoken::encode(
                 &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
                 &claims,

@@ -74,6 +74,7 @@ impl TokenPolicy {
                         "token mode \"verify\": environment variable {var} is unset or empty"
                     );
                 }
+                super::hs256::install();
                 Some((
                     jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
                     validation(config),

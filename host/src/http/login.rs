@@ -61,6 +61,7 @@ impl Logon {
                 secret.len()
             );
         }
+        super::hs256::install();
         Ok(Logon {
             key: jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
             throttle: Throttle::new(

@@ -25,6 +25,7 @@
 
 pub mod auth;
 pub mod drain;
+pub mod hs256;
 pub mod json;
 pub mod limits;
 pub mod login;

@@ -122,6 +122,28 @@ fn push_decimal(out: &mut String, n: usize) {
     out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
+/// Appends `key: value` to the extensions object being written (opened on its first
+/// entry). Written straight from the parsed tree in its order, which is the order a map
+/// built of the same entries would serialise in: no copy of the values, no formatter.
+fn extension_entry(object: &mut Option<Vec<u8>>, key: &str, value: &Value) {
+    let out = object.get_or_insert_with(|| vec![b'{']);
+    if out.len() > 1 {
+        out.push(b',');
+    }
+    // Writing JSON into a Vec cannot fail: the values come from a parse and their keys
+    // are strings.
+    let _ = serde_json::to_writer(&mut *out, key);
+    out.push(b':');
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// The extensions object's text, closed.
+fn close_extensions(mut object: Vec<u8>) -> String {
+    object.push(b'}');
+    // serde_json writes UTF-8 only.
+    String::from_utf8(object).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 fn last_segment(path: &str) -> &str {
     let tail = path.rsplit('.').next().unwrap_or(path);
     match tail.find('[') {
@@ -692,16 +714,15 @@ macro_rules! record {
             fn decode(v: &Value, d: &mut Decoder) -> Option<$ty> {
                 let map = d.object(v)?;
                 let mut out = $ty { $($field: None,)* extensions: None };
-                let mut unknown: Option<Map<String, Value>> = None;
+                // Keys the contract does not name, kept as the text of a JSON object.
+                let mut unknown: Option<Vec<u8>> = None;
                 for (key, value) in map {
                     match key.as_str() {
                         $($key $(| $alias)* => out.$field = d.field::<$codec>(key, value),)*
-                        _ => {
-                            unknown.get_or_insert_with(Map::new).insert(key.clone(), value.clone());
-                        }
+                        _ => extension_entry(&mut unknown, key, value),
                     }
                 }
-                out.extensions = unknown.map(|m| Value::Object(m).to_string());
+                out.extensions = unknown.map(close_extensions);
                 Some(out)
             }
             fn write(out: &$ty, w: &mut JsonWriter) -> Result<(), WriteError> {
@@ -1094,8 +1115,12 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
         if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|c| c.is_ascii_digit()) {
             return None;
         }
-        let padded = format!("{frac:0<3}");
-        millis = padded[..3].parse::<i64>().ok()?;
+        // The first three digits, padded with zeros: no formatting on a path every
+        // date-time of every request takes.
+        let digits = frac.as_bytes();
+        millis = (0..3).fold(0, |ms, i| {
+            ms * 10 + digits.get(i).map_or(0, |d| i64::from(d - b'0'))
+        });
     }
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;

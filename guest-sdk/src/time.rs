@@ -134,6 +134,20 @@ mod tests {
             Timestamp::parse("2024-06-18T17:00:00.5Z").unwrap().millis(),
             a.millis() + 500
         );
+        // Milliseconds are the first three digits of any fraction.
+        for (fraction, millis) in [
+            (".25", 250),
+            (".042", 42),
+            (".123456789", 123),
+            (".0009", 0),
+        ] {
+            let text = format!("2024-06-18T17:00:00{fraction}Z");
+            assert_eq!(
+                Timestamp::parse(&text).unwrap().millis(),
+                a.millis() + millis,
+                "{text}"
+            );
+        }
         assert_eq!(a.to_string(), "2024-06-18T17:00:00.000Z");
     }
 

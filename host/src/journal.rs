@@ -338,6 +338,8 @@ async fn book(
             recorder: recorder.clone(),
             replay: None,
         };
+        // Until this booking's batch is in, a store writing in groups may wait for it.
+        let expected = app.storage.expect_batch();
         let answered =
             crate::dispatch::answer(runtime, plugin, RouteKind::BookJob, ctx, json, services).await;
         let (bytes, services) = match answered {
@@ -405,6 +407,7 @@ async fn book(
             } else {
                 storage.submit(batch).map_err(unavailable)?
             };
+            drop(expected);
             // Ordered: the next booking of the namespace may run on what this one wrote.
             drop((shared, exclusive));
             pending.durable().await.map_err(unavailable)

@@ -219,6 +219,47 @@ pub trait Storage: Send + Sync + 'static {
     fn versions(&self) -> Option<&dyn SharedVersions> {
         None
     }
+    /// Says that a booking is running and will submit a batch in a moment, until the
+    /// returned guard drops (after its submit, or when it fails). A backend that writes in
+    /// groups may wait for that batch instead of paying a sync without it; one that does
+    /// not group ignores it.
+    fn expect_batch(&self) -> Expected {
+        Expected(None)
+    }
+}
+
+/// A batch on its way to a store (see [`Storage::expect_batch`]): the store stops counting
+/// on it when this drops.
+#[must_use = "the store stops expecting the batch when this drops"]
+pub struct Expected(Option<Arc<dyn Arrivals>>);
+
+impl Expected {
+    /// Counted by `arrivals` until dropped.
+    fn counted(arrivals: Arc<dyn Arrivals>) -> Self {
+        arrivals.expect();
+        Expected(Some(arrivals))
+    }
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        if let Some(arrivals) = self.0.take() {
+            arrivals.arrived();
+        }
+    }
+}
+
+impl std::fmt::Debug for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Expected").field(&self.0.is_some()).finish()
+    }
+}
+
+/// What counts the batches a store expects.
+trait Arrivals: Send + Sync {
+    fn expect(&self);
+    /// The batch was submitted, or will not be.
+    fn arrived(&self);
 }
 
 /// What a call to a store resolves to, when it is made asynchronously.

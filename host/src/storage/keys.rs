@@ -68,8 +68,8 @@ impl Filter {
 }
 
 /// The hash of a key, the same in every process (the filter is rebuilt, never saved, but
-/// a fixed hash keeps its behaviour reproducible).
-fn hash(key: &str) -> u64 {
+/// a fixed hash keeps its behaviour reproducible). The memory journal is ordered by it too.
+pub(super) fn hash(key: &str) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     h.write(key.as_bytes());
     h.finish()

@@ -1,5 +1,5 @@
 //! Fuzzing the request decoder: everything that touches untrusted bytes before a plugin runs
-//! (the JSON shape scan, the parser, the JSON → WIT mapping) and the mapping back.
+//! (the parser with its shape limits, the JSON → WIT mapping) and the mapping back.
 //!
 //! Inputs are the contract's examples mutated at two levels: bytes (flips, insertions of
 //! JSON punctuation, deletions, splices, repetition) and JSON values (a value replaced by

@@ -105,7 +105,8 @@ pub struct InputLimits {
     pub body_timeout_ms: u64,
     /// Deepest nesting of JSON objects and arrays. Default 32 (the contract nests 6 deep).
     pub max_json_depth: usize,
-    /// Longest JSON string, in bytes as sent. Default 64 KiB.
+    /// Longest JSON string or key, in bytes of UTF-8 once its escapes are decoded. Default
+    /// 64 KiB.
     pub max_json_string_bytes: usize,
 }
 

@@ -1,28 +1,32 @@
-//! Untrusted bytes to JSON: the body's shape checked against the limits, then parsed into a
-//! `serde_json::Value` that refuses a key given twice in one object.
+//! Untrusted bytes to JSON: the body parsed into a `serde_json::Value` that refuses a key
+//! given twice in one object, nesting deeper than `max_json_depth` and strings longer than
+//! `max_json_string_bytes`.
 
 use crate::contract::{self, Problem};
 use crate::error::ApiError;
 use serde_json::Value;
 
-/// Checks the body's shape against `limits`, then parses it as a JSON object. This and
-/// [`contract::decode`] are everything that touches untrusted bytes before a plugin runs
-/// (and what the fuzz target drives).
+/// Parses the body as a JSON object within `limits`' shape. This and [`contract::decode`]
+/// are everything that touches untrusted bytes before a plugin runs (and what the fuzz
+/// target drives).
 pub fn parse_body(body: &[u8], limits: &crate::config::InputLimits) -> Result<Value, ApiError> {
-    limits.check_json_shape(body)?;
-    parse_json(body)
+    let shape = unique_keys::Shape {
+        depth: limits.max_json_depth,
+        string_bytes: limits.max_json_string_bytes,
+    };
+    parse_json(body, shape)
 }
 
 /// Parses one JSON text that gives no key twice in one object: `None` when it is not JSON
 /// or repeats a key. For small untrusted texts that are refused without detail (a token's
 /// segments): a claim given twice could be read one way here and another way elsewhere.
 pub fn parse_without_repeats(text: &[u8]) -> Option<Value> {
-    unique_keys::from_slice(text).ok()
+    unique_keys::from_slice(text, unique_keys::Shape::ANY).ok()
 }
 
 /// Parses the body as a JSON object, with the position of a syntax error and the path of a
-/// key given twice in one object.
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+/// key given twice in one object or of a value beyond the shape's limits.
+fn parse_json(body: &[u8], shape: unique_keys::Shape) -> Result<Value, ApiError> {
     let problem = |reason: String, value: &str| {
         ApiError::invalid(vec![Problem {
             name: "$".into(),
@@ -34,13 +38,37 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(problem("the body is empty; send a JSON object".into(), ""));
     }
-    let value = unique_keys::from_slice(body).map_err(|e| match e {
-        unique_keys::Refused::Duplicate(duplicate) => ApiError::invalid(vec![Problem {
-            path: duplicate.path(),
-            reason: "is given more than once in the same object; send each key once".into(),
-            value: contract::codec::value_text(&duplicate.value),
-            name: duplicate.key,
-        }]),
+    let value = unique_keys::from_slice(body, shape).map_err(|e| match e {
+        unique_keys::Refused::Found(found) => {
+            let path = found.path();
+            let (name, reason, value) = match found.what {
+                unique_keys::What::Duplicate { key, value } => (
+                    key,
+                    "is given more than once in the same object; send each key once".into(),
+                    contract::codec::value_text(&value),
+                ),
+                unique_keys::What::TooDeep => (
+                    contract::codec::last_segment(&path).to_string(),
+                    format!("nests deeper than {} levels", shape.depth),
+                    String::new(),
+                ),
+                unique_keys::What::TooLong { bytes, key } => (
+                    contract::codec::last_segment(&path).to_string(),
+                    format!(
+                        "has a {} of {bytes} bytes, longer than the {} allowed",
+                        if key { "key" } else { "string" },
+                        shape.string_bytes
+                    ),
+                    String::new(),
+                ),
+            };
+            ApiError::invalid(vec![Problem {
+                name,
+                reason,
+                path,
+                value,
+            }])
+        }
         unique_keys::Refused::Syntax(e) => problem(
             format!(
                 "is not valid JSON: {e} (line {}, column {})",
@@ -66,37 +94,63 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-/// JSON parsing that refuses an object with the same key twice.
+/// JSON parsing that refuses an object with the same key twice, and values beyond a shape.
 ///
 /// `serde_json` keeps the last of a repeated key; ServiceMobility, a customer's system or a
 /// plugin's own parser may keep the first, and then the host would check, key and book one
-/// request while the others act on another. The check rides on the one parse: a visitor
-/// builds the same [`Value`] `serde_json` would and notices the map entry that is already
-/// taken. The path to the duplicate is built only when there is one, a segment per level
-/// as the error travels out of the nesting, so a body without duplicates costs what
-/// `serde_json::from_slice` costs.
+/// request while the others act on another. The checks ride on the one parse: a visitor
+/// builds the same [`Value`] `serde_json` would, notices the map entry that is already
+/// taken, counts its depth before it allocates for an object or array, and measures each
+/// string before it copies it. The path to what it found is built only when there is one,
+/// a segment per level as the error travels out of the nesting, so a body within its
+/// limits costs what `serde_json::from_slice` costs. Nothing is allocated past the limits
+/// but `serde_json`'s buffer for a string with escapes, which the body's size bounds.
 mod unique_keys {
     use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
     use serde_json::map::Entry;
     use serde_json::{Map, Number, Value};
     use std::fmt::{self, Write as _};
 
+    /// The most a body may nest and the longest string (or key) it may hold, in bytes of
+    /// UTF-8 once its escapes are decoded.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Shape {
+        pub depth: usize,
+        pub string_bytes: usize,
+    }
+
+    impl Shape {
+        /// No limit of its own: `serde_json`'s nesting limit (128) still holds.
+        pub const ANY: Shape = Shape {
+            depth: usize::MAX,
+            string_bytes: usize::MAX,
+        };
+    }
+
     /// Why a body did not parse.
     #[derive(Debug)]
     pub enum Refused {
         /// Not JSON, or more than one JSON value.
         Syntax(serde_json::Error),
-        Duplicate(Box<Duplicate>),
+        Found(Box<Found>),
     }
 
-    /// A key given twice in one object.
+    /// What refused a body that is JSON, and where.
     #[derive(Debug)]
-    pub struct Duplicate {
-        pub key: String,
-        /// The value given the second time.
-        pub value: Value,
-        /// From the duplicate out to the body.
+    pub struct Found {
+        pub what: What,
+        /// From the value out to the body.
         segments: Vec<Segment>,
+    }
+
+    #[derive(Debug)]
+    pub enum What {
+        /// A key given twice in one object; the value given the second time.
+        Duplicate { key: String, value: Value },
+        /// An object or array nested deeper than the shape allows.
+        TooDeep,
+        /// A string (or an object's key) longer than the shape allows.
+        TooLong { bytes: usize, key: bool },
     }
 
     #[derive(Debug)]
@@ -105,8 +159,8 @@ mod unique_keys {
         Index(usize),
     }
 
-    impl Duplicate {
-        /// The JSON path of the duplicate, as the contract's decoder writes paths
+    impl Found {
+        /// The JSON path of what was found, as the contract's decoder writes paths
         /// (`$.RequiredParts[1].Qty`).
         pub fn path(&self) -> String {
             let mut path = String::from("$");
@@ -127,42 +181,84 @@ mod unique_keys {
     }
 
     /// Parses one JSON text, as `serde_json::from_slice::<Value>` does, refusing duplicate
-    /// keys.
-    pub fn from_slice(bytes: &[u8]) -> Result<Value, Refused> {
+    /// keys and what lies beyond `shape`.
+    pub fn from_slice(bytes: &[u8], shape: Shape) -> Result<Value, Refused> {
         // The reader of a `&str` skips the UTF-8 check the byte reader makes of every
         // string, a call each (3 % of a booking's CPU); one check of the whole text costs
         // a fraction of that. Bytes that are not UTF-8 go to the byte reader, whose error
         // says where.
         match std::str::from_utf8(bytes) {
-            Ok(text) => parse(serde_json::Deserializer::from_str(text)),
-            Err(_) => parse(serde_json::Deserializer::from_slice(bytes)),
+            Ok(text) => parse(serde_json::Deserializer::from_str(text), shape),
+            Err(_) => parse(serde_json::Deserializer::from_slice(bytes), shape),
         }
     }
 
     fn parse<'de, R: serde_json::de::Read<'de>>(
         mut de: serde_json::Deserializer<R>,
+        shape: Shape,
     ) -> Result<Value, Refused> {
-        let mut duplicate = None;
-        let parsed = Seed(&mut duplicate)
+        let mut walk = Walk {
+            shape,
+            depth: 0,
+            found: None,
+        };
+        let parsed = Seed(&mut walk)
             .deserialize(&mut de)
             .and_then(|value| de.end().map(|()| value));
-        parsed.map_err(|e| match duplicate {
-            Some(duplicate) => Refused::Duplicate(duplicate),
+        parsed.map_err(|e| match walk.found {
+            Some(found) => Refused::Found(found),
             None => Refused::Syntax(e),
         })
     }
 
-    /// Deserialises one value; on finding a duplicate it records it here and fails.
-    struct Seed<'a>(&'a mut Option<Box<Duplicate>>);
+    /// The state of one parse.
+    struct Walk {
+        shape: Shape,
+        /// Objects and arrays open around the value being parsed.
+        depth: usize,
+        found: Option<Box<Found>>,
+    }
 
-    impl Seed<'_> {
-        /// Adds `segment` to the path of a duplicate found inside the current value.
+    impl Walk {
+        /// Records what refused the body, at the current value, and the error that ends
+        /// the parse.
+        fn refuse<E: de::Error>(&mut self, what: What) -> E {
+            self.found = Some(Box::new(Found {
+                what,
+                segments: Vec::new(),
+            }));
+            E::custom("refused")
+        }
+
+        fn string<E: de::Error>(&mut self, s: &str, key: bool) -> Result<(), E> {
+            if s.len() > self.shape.string_bytes {
+                return Err(self.refuse(What::TooLong {
+                    bytes: s.len(),
+                    key,
+                }));
+            }
+            Ok(())
+        }
+
+        /// Enters an object or array: refused when it nests too deep.
+        fn enter<E: de::Error>(&mut self) -> Result<(), E> {
+            self.depth += 1;
+            if self.depth > self.shape.depth {
+                return Err(self.refuse(What::TooDeep));
+            }
+            Ok(())
+        }
+
+        /// Adds `segment` to the path of what was found inside the current value.
         fn on_the_way_out(&mut self, segment: impl FnOnce() -> Segment) {
-            if let Some(duplicate) = self.0.as_deref_mut() {
-                duplicate.segments.push(segment());
+            if let Some(found) = self.found.as_deref_mut() {
+                found.segments.push(segment());
             }
         }
     }
+
+    /// Deserialises one value; on finding what refuses the body it records it and fails.
+    struct Seed<'a>(&'a mut Walk);
 
     impl<'de> DeserializeSeed<'de> for Seed<'_> {
         type Value = Value;
@@ -196,11 +292,13 @@ mod unique_keys {
             Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
         }
 
-        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+            self.0.string(v, false)?;
             Ok(Value::String(v.to_owned()))
         }
 
-        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+            self.0.string(&v, false)?;
             Ok(Value::String(v))
         }
 
@@ -208,27 +306,34 @@ mod unique_keys {
             Ok(Value::Null)
         }
 
-        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Value, A::Error> {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let walk = self.0;
+            walk.enter()?;
             let mut items = Vec::new();
             loop {
-                match seq.next_element_seed(Seed(&mut *self.0)) {
+                match seq.next_element_seed(Seed(&mut *walk)) {
                     Ok(Some(item)) => items.push(item),
-                    Ok(None) => return Ok(Value::Array(items)),
+                    Ok(None) => {
+                        walk.depth -= 1;
+                        return Ok(Value::Array(items));
+                    }
                     Err(e) => {
-                        self.on_the_way_out(|| Segment::Index(items.len()));
+                        walk.on_the_way_out(|| Segment::Index(items.len()));
                         return Err(e);
                     }
                 }
             }
         }
 
-        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Value, A::Error> {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let walk = self.0;
+            walk.enter()?;
             let mut object = Map::new();
-            while let Some(key) = map.next_key::<String>()? {
-                let value = match map.next_value_seed(Seed(&mut *self.0)) {
+            while let Some(key) = map.next_key_seed(Key(&mut *walk))? {
+                let value = match map.next_value_seed(Seed(&mut *walk)) {
                     Ok(value) => value,
                     Err(e) => {
-                        self.on_the_way_out(|| Segment::Key(key));
+                        walk.on_the_way_out(|| Segment::Key(key));
                         return Err(e);
                     }
                 };
@@ -238,16 +343,46 @@ mod unique_keys {
                     }
                     Entry::Occupied(slot) => {
                         let key = slot.key().clone();
-                        *self.0 = Some(Box::new(Duplicate {
-                            segments: vec![Segment::Key(key.clone())],
-                            key,
+                        let err = walk.refuse(What::Duplicate {
+                            key: key.clone(),
                             value,
-                        }));
-                        return Err(de::Error::custom("duplicate key"));
+                        });
+                        walk.on_the_way_out(|| Segment::Key(key));
+                        return Err(err);
                     }
                 }
             }
+            walk.depth -= 1;
             Ok(Value::Object(object))
+        }
+    }
+
+    /// An object's key, measured before it is copied.
+    struct Key<'a>(&'a mut Walk);
+
+    impl<'de> DeserializeSeed<'de> for Key<'_> {
+        type Value = String;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Key<'_> {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string key")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            self.0.string(v, true)?;
+            Ok(v.to_owned())
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            self.0.string(&v, true)?;
+            Ok(v)
         }
     }
 }
@@ -256,6 +391,146 @@ mod unique_keys {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+    use unique_keys::Shape;
+
+    fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+        super::parse_json(body, Shape::ANY)
+    }
+
+    fn shaped(depth: usize, string_bytes: usize, body: &str) -> Result<Value, ApiError> {
+        super::parse_json(
+            body.as_bytes(),
+            Shape {
+                depth,
+                string_bytes,
+            },
+        )
+    }
+
+    /// The one problem of a refused body: (path, reason).
+    fn refused(depth: usize, string_bytes: usize, body: &str) -> (String, String) {
+        let err = shaped(depth, string_bytes, body).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidRequest);
+        assert_eq!(err.invalid_params.len(), 1, "{err:?}");
+        let p = &err.invalid_params[0];
+        (p.path.clone(), p.reason.clone())
+    }
+
+    #[test]
+    fn nesting_at_the_limit_passes_and_one_deeper_fails_at_its_path() {
+        assert!(shaped(3, 64, r#"{"a":[{"b":1}]}"#).is_ok());
+        let (path, reason) = refused(3, 64, r#"{"a":[{"b":[1]}]}"#);
+        assert_eq!(path, "$.a[0].b");
+        assert!(reason.contains("deeper than 3"), "{reason}");
+        assert_eq!(refused(1, 64, r#"{"x":1,"y":{}}"#).0, "$.y");
+        // Brackets inside strings do not count.
+        assert!(shaped(1, 64, r#"{"a":"[[[{{{"}"#).is_ok());
+        // Far deeper than the parser's own limit: refused at the shape's, without recursing
+        // further.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(refused(32, 64, &deep).1.contains("deeper than 32"));
+        let deep = format!("{}{}", r#"{"a":"#.repeat(100_000), "}".repeat(100_000));
+        assert!(refused(32, 64, &deep).0.starts_with("$.a.a.a"));
+    }
+
+    #[test]
+    fn strings_and_keys_at_the_limit_pass_and_one_longer_fails_at_its_path() {
+        assert!(shaped(8, 5, r#"{"abcde":"12345"}"#).is_ok());
+        let (path, reason) = refused(8, 5, r#"{"a":"123456"}"#);
+        assert_eq!(path, "$.a");
+        assert!(
+            reason.contains("string of 6 bytes, longer than the 5"),
+            "{reason}"
+        );
+        assert_eq!(refused(8, 5, r#"{"p":[1,{"x":"123456"}]}"#).0, "$.p[1].x");
+        // A key too long is refused at the object holding it.
+        let (path, reason) = refused(8, 5, r#"{"p":{"abcdef":1}}"#);
+        assert_eq!(path, "$.p");
+        assert!(reason.contains("key of 6 bytes"), "{reason}");
+        // Lengths are of the decoded text: an escape counts as what it stands for.
+        assert!(shaped(8, 5, r#"{"a":"1\"3"}"#).is_ok());
+        assert!(shaped(8, 5, r#"{"a":"1\"3456"}"#).is_err());
+        assert!(shaped(8, 4, r#"{"a":"\u00e9\u00e9"}"#).is_ok());
+        assert!(shaped(8, 5, r#"{"a":"\u00e9\u00e9\u00e9"}"#).is_err());
+    }
+
+    /// A random JSON tree (a fixed xorshift sequence) of objects, arrays, strings and
+    /// numbers, with its deepest nesting and longest string or key.
+    fn random_tree(x: &mut u64, depth: usize) -> (Value, usize, usize) {
+        let mut next = |m: u64| {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            *x % m
+        };
+        let text = |n: u64| -> String {
+            (0..n)
+                .map(|i| ['a', 'é', '"', '\\', '\n', '[', '{', '東'][(i * 7 + n) as usize % 8])
+                .collect()
+        };
+        match if depth > 5 { next(2) } else { next(4) } {
+            0 => (Value::from(next(1000)), 0, 0),
+            1 => {
+                let s = text(next(12));
+                let len = s.len();
+                (Value::String(s), 0, len)
+            }
+            kind => {
+                let n = next(4);
+                let seeds: Vec<u64> = (0..n).map(|_| next(u64::MAX)).collect();
+                let (mut deepest, mut longest) = (0, 0);
+                let mut items = Vec::new();
+                let mut object = serde_json::Map::new();
+                for (i, seed) in seeds.into_iter().enumerate() {
+                    let mut y = seed | 1;
+                    let (item, d, l) = random_tree(&mut y, depth + 1);
+                    deepest = deepest.max(d);
+                    longest = longest.max(l);
+                    if kind == 2 {
+                        items.push(item);
+                    } else {
+                        let key = format!("{}{i}", text(y % 9));
+                        longest = longest.max(key.len());
+                        object.insert(key, item);
+                    }
+                }
+                let value = if kind == 2 {
+                    Value::Array(items)
+                } else {
+                    Value::Object(object)
+                };
+                (value, deepest + 1, longest)
+            }
+        }
+    }
+
+    #[test]
+    fn the_shape_is_refused_exactly_when_the_tree_exceeds_it() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut checked = 0;
+        while checked < 3_000 {
+            let (tree, depth, longest) = random_tree(&mut x, 0);
+            if !tree.is_object() {
+                continue;
+            }
+            checked += 1;
+            let body = serde_json::to_string(&tree).unwrap();
+            for (d, s) in [
+                (depth, longest),
+                (depth - 1, longest),
+                (depth, longest.max(1) - 1),
+            ] {
+                let within = depth <= d && longest <= s;
+                match shaped(d, s, &body) {
+                    Ok(parsed) => {
+                        assert!(within, "{body} passed {d}/{s}");
+                        assert_eq!(parsed, tree);
+                    }
+                    Err(e) => assert!(!within, "{body} refused at {d}/{s}: {e:?}"),
+                }
+            }
+        }
+    }
 
     #[test]
     fn json_errors_name_the_position() {

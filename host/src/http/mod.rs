@@ -6,8 +6,8 @@
 //! 2. route (404) and method (405);
 //! 3. `x-access-token` (401);
 //! 4. `Content-Type` (415), then the body within its size limit (413) and time (408);
-//! 5. JSON shape (depth, string length), JSON with each key at most once per object, then
-//!    the contract's types with the path of every problem (400);
+//! 5. JSON with each key at most once per object, nesting and strings within their limits,
+//!    then the contract's types, with the path of every problem (400);
 //! 6. the plugin, in a fresh sandboxed instance;
 //! 7. the plugin's answer, checked against the contract before it leaves (500/502).
 //!

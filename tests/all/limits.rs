@@ -135,6 +135,11 @@ async fn json_depth_and_string_limits_are_exact() {
             .unwrap()
             .contains("deeper than 8")
     );
+    // At the path of the array one level too deep.
+    assert_eq!(
+        deep.json["invalidParams"][0]["path"],
+        format!("$.Nest{}", "[0]".repeat(7))
+    );
 
     let string = |len: usize| {
         let mut doc = example_json("book-job.minimal.json");
@@ -145,6 +150,15 @@ async fn json_depth_and_string_limits_are_exact() {
     assert_eq!(ok.status, 200, "{}", ok.text);
     let long = server.post("/workorders/WO-1/followup", &string(257)).await;
     long.assert_error(400, "invalid-request");
+    let problem = &long.json["invalidParams"][0];
+    assert_eq!(problem["path"], "$.OriginalOrderNum");
+    assert!(
+        problem["reason"]
+            .as_str()
+            .unwrap()
+            .contains("257 bytes, longer than the 256 allowed"),
+        "{problem}"
+    );
 }
 
 #[tokio::test]

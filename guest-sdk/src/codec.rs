@@ -144,9 +144,7 @@ fn close_extensions(mut object: Vec<u8>) -> String {
     String::from_utf8(object).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// The key or name a path ends with (`Qty` of `$.RequiredParts[1].Qty`, `Assets` of
-/// `$.Assets[3]`).
-pub fn last_segment(path: &str) -> &str {
+fn last_segment(path: &str) -> &str {
     let tail = path.rsplit('.').next().unwrap_or(path);
     match tail.find('[') {
         Some(0) | None => tail,

@@ -40,20 +40,17 @@ fn parse_json(body: &[u8], shape: unique_keys::Shape) -> Result<Value, ApiError>
     }
     let value = unique_keys::from_slice(body, shape).map_err(|e| match e {
         unique_keys::Refused::Found(found) => {
-            let path = found.path();
-            let (name, reason, value) = match found.what {
-                unique_keys::What::Duplicate { key, value } => (
-                    key,
+            let (name, path) = (found.name().to_string(), found.path());
+            let (reason, value) = match found.what {
+                unique_keys::What::Duplicate { value } => (
                     "is given more than once in the same object; send each key once".into(),
                     contract::codec::value_text(&value),
                 ),
                 unique_keys::What::TooDeep => (
-                    contract::codec::last_segment(&path).to_string(),
                     format!("nests deeper than {} levels", shape.depth),
                     String::new(),
                 ),
                 unique_keys::What::TooLong { bytes, key } => (
-                    contract::codec::last_segment(&path).to_string(),
                     format!(
                         "has a {} of {bytes} bytes, longer than the {} allowed",
                         if key { "key" } else { "string" },
@@ -101,7 +98,7 @@ fn parse_json(body: &[u8], shape: unique_keys::Shape) -> Result<Value, ApiError>
 /// request while the others act on another. The checks ride on the one parse: a visitor
 /// builds the same [`Value`] `serde_json` would, notices the map entry that is already
 /// taken, counts its depth before it allocates for an object or array, and measures each
-/// string before it copies it. The path to what it found is built only when there is one,
+/// string before it copies it (a key once it is read). The path to what it found is built only when there is one,
 /// a segment per level as the error travels out of the nesting, so a body within its
 /// limits costs what `serde_json::from_slice` costs. Nothing is allocated past the limits
 /// but `serde_json`'s buffer for a string with escapes, which the body's size bounds.
@@ -145,8 +142,9 @@ mod unique_keys {
 
     #[derive(Debug)]
     pub enum What {
-        /// A key given twice in one object; the value given the second time.
-        Duplicate { key: String, value: Value },
+        /// A key given twice in one object (the last segment of the path); the value given
+        /// the second time.
+        Duplicate { value: Value },
         /// An object or array nested deeper than the shape allows.
         TooDeep,
         /// A string (or an object's key) longer than the shape allows.
@@ -160,6 +158,18 @@ mod unique_keys {
     }
 
     impl Found {
+        /// The key nearest to what was found (`Qty` of `$.RequiredParts[1].Qty`,
+        /// `RequiredParts` of `$.RequiredParts[1]`), or `$` for the body itself.
+        pub fn name(&self) -> &str {
+            self.segments
+                .iter()
+                .find_map(|segment| match segment {
+                    Segment::Key(key) => Some(key.as_str()),
+                    Segment::Index(_) => None,
+                })
+                .unwrap_or("$")
+        }
+
         /// The JSON path of what was found, as the contract's decoder writes paths
         /// (`$.RequiredParts[1].Qty`).
         pub fn path(&self) -> String {
@@ -329,7 +339,10 @@ mod unique_keys {
             let walk = self.0;
             walk.enter()?;
             let mut object = Map::new();
-            while let Some(key) = map.next_key_seed(Key(&mut *walk))? {
+            while let Some(key) = map.next_key::<String>()? {
+                // Measured once read: the copy is bounded by the body's size, as
+                // serde_json's buffer for an escaped string is.
+                walk.string(&key, true)?;
                 let value = match map.next_value_seed(Seed(&mut *walk)) {
                     Ok(value) => value,
                     Err(e) => {
@@ -342,47 +355,14 @@ mod unique_keys {
                         slot.insert(value);
                     }
                     Entry::Occupied(slot) => {
-                        let key = slot.key().clone();
-                        let err = walk.refuse(What::Duplicate {
-                            key: key.clone(),
-                            value,
-                        });
-                        walk.on_the_way_out(|| Segment::Key(key));
+                        let err = walk.refuse(What::Duplicate { value });
+                        walk.on_the_way_out(|| Segment::Key(slot.key().clone()));
                         return Err(err);
                     }
                 }
             }
             walk.depth -= 1;
             Ok(Value::Object(object))
-        }
-    }
-
-    /// An object's key, measured before it is copied.
-    struct Key<'a>(&'a mut Walk);
-
-    impl<'de> DeserializeSeed<'de> for Key<'_> {
-        type Value = String;
-
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
-            d.deserialize_str(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Key<'_> {
-        type Value = String;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string key")
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-            self.0.string(v, true)?;
-            Ok(v.to_owned())
-        }
-
-        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
-            self.0.string(&v, true)?;
-            Ok(v)
         }
     }
 }

@@ -149,7 +149,7 @@ impl Throttle {
         } else {
             self.runaway_after
         };
-        let mut computing = Computing::new(Mark::now(), self.tick);
+        let mut computing = Computing::new(Mark::start(), self.tick);
         let resumed = computing.resumed.clone();
         let state = store.data_mut();
         state.runaway = struck.then(|| self.load.runaway());
@@ -221,19 +221,51 @@ struct Mark {
     wall: Instant,
 }
 
+/// How old this thread's last CPU clock reading may be for a call's start to be marked
+/// from it (see [`Mark::start`]): under a tick, so that a runaway is recognised at most one
+/// tick later than from an exact reading.
+const RECENT: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// This thread's CPU time as last read, and the wall clock then.
+    static LAST_READ: std::cell::Cell<Option<(Duration, Instant)>> =
+        const { std::cell::Cell::new(None) };
+}
+
 impl Mark {
     fn now() -> Mark {
         Mark::at(Instant::now())
     }
 
-    /// This thread at `wall`, a moment just read.
+    /// This thread at `wall`, a moment just read: its CPU clock is read (a system call:
+    /// `CLOCK_THREAD_CPUTIME_ID` has no vDSO path).
     fn at(wall: Instant) -> Mark {
+        let cpu = cpu_time::ThreadTime::try_now()
+            .ok()
+            .map(|t| t.as_duration());
+        if let Some(cpu) = cpu {
+            LAST_READ.set(Some((cpu, wall)));
+        }
         Mark {
             thread: std::thread::current().id(),
-            cpu: cpu_time::ThreadTime::try_now()
-                .ok()
-                .map(|t| t.as_duration()),
+            cpu,
             wall,
+        }
+    }
+
+    /// This thread now, as a call's start. Most calls end before their first epoch
+    /// callback and never use it, so when this thread's clock was read within [`RECENT`]
+    /// the start's CPU time is estimated from that reading instead of read again (on a
+    /// busy worker, one system call for many calls instead of one each).
+    fn start() -> Mark {
+        let wall = Instant::now();
+        match LAST_READ.get().and_then(|last| estimate(last, wall)) {
+            Some(cpu) => Mark {
+                thread: std::thread::current().id(),
+                cpu: Some(cpu),
+                wall,
+            },
+            None => Mark::at(wall),
         }
     }
 
@@ -244,6 +276,16 @@ impl Mark {
             _ => self.wall.saturating_duration_since(from.wall),
         }
     }
+}
+
+/// The CPU time at `wall` of a thread whose clock read `last`, when that reading is
+/// recent: the reading plus the wall time since. A thread computes no faster than the
+/// wall clock runs, so this is never less than the true time, and what a call is counted
+/// as computing from it is never more than it computed (at most [`RECENT`] less): a
+/// well-behaved call is never made a runaway by the estimate.
+fn estimate((cpu, at): (Duration, Instant), wall: Instant) -> Option<Duration> {
+    let since = wall.checked_duration_since(at)?;
+    (since <= RECENT).then(|| cpu + since)
 }
 
 /// When the guest last resumed after a yield; set by the future it yields to, as that
@@ -331,6 +373,42 @@ mod tests {
         for tick in 1..=5u64 {
             assert_eq!(busy.until(mark(2 * tick, 2 * tick)), ms(2 * tick));
             resume(&busy, mark(2 * tick, 2 * tick));
+        }
+    }
+
+    /// A start marked from a recent reading is the reading plus the wall time since; an
+    /// older reading, or one from the future of `wall`, is not used.
+    #[test]
+    fn a_start_is_estimated_only_from_a_recent_reading() {
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        let read = (us(5_000), t0);
+        assert_eq!(estimate(read, t0), Some(us(5_000)));
+        assert_eq!(estimate(read, t0 + us(300)), Some(us(5_300)));
+        assert_eq!(estimate(read, t0 + RECENT), Some(us(5_000) + RECENT));
+        assert_eq!(estimate(read, t0 + RECENT + us(1)), None);
+        assert_eq!(estimate((us(5_000), t0 + us(10)), t0), None);
+    }
+
+    /// The estimated start is never before the thread's true CPU time, whether the thread
+    /// computed or slept since its clock was read: what the call is counted as computing
+    /// is never more than it computed.
+    #[test]
+    fn an_estimated_start_never_counts_more_than_was_computed() {
+        for sleep in [false, true] {
+            let _ = Mark::now();
+            if sleep {
+                std::thread::sleep(Duration::from_micros(200));
+            } else {
+                let mut x = 0u64;
+                for i in 0..50_000u64 {
+                    x = x.wrapping_mul(31).wrapping_add(i);
+                }
+                std::hint::black_box(x);
+            }
+            let truth = cpu_time::ThreadTime::now().as_duration();
+            let start = Mark::start();
+            assert!(start.cpu.unwrap() >= truth, "sleep: {sleep}");
         }
     }
 

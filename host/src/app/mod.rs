@@ -20,7 +20,7 @@ use crate::plugin::history::History;
 use crate::runtime::PluginRuntime;
 use crate::storage;
 use anyhow::{Context, bail};
-use start::{Sample, check_serves, load_configured, read_samples};
+use start::{Applied, Sample, check_serves, converge_at_start, load_configured, read_samples};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,7 +46,7 @@ pub struct App {
     /// The idempotency journal: bookings that happen once.
     pub journal: Arc<journal::Journal>,
     /// The shared versions this host applied (a store several hosts share).
-    shared_applied: shared::Applied,
+    shared_applied: Applied,
     /// Candidate versions in shadow or canary beside the serving ones.
     pub candidates: crate::promote::Candidates,
     pub status_mode: StatusMode,
@@ -152,7 +152,7 @@ impl App {
                 Ok(loaded)
             };
             (adopted, applied) =
-                shared::converge_at_start(versions, &history, &mut plugins, &file_hashes, load)
+                converge_at_start(versions, &history, &mut plugins, &file_hashes, load)
                     .context("the shared plugin versions")?;
         }
         let mut routes = Vec::new();

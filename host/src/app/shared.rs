@@ -5,13 +5,14 @@
 //! and pointer in one transaction); every other host follows: woken by the store's
 //! notification, or by its own poll every [`POLL`], it loads the published version through
 //! its own gate and serves it. At start a host serves what the store says, unless its
-//! configured file changed while it was down, which is a deploy like any other. Candidates
-//! (shadow, canary) are shared the same way (`app/promote.rs`). Each host also writes a
-//! heartbeat with what it serves, which `GET /plugins` reports.
+//! configured file changed while it was down, which is a deploy like any other
+//! (`app/start.rs`). Candidates (shadow, canary) are shared the same way
+//! (`app/promote.rs`). Each host also writes a heartbeat with what it serves, which
+//! `GET /plugins` reports.
 
 use super::App;
 use super::deploy::DeployError;
-use crate::plugin::history::{History, Trigger};
+use crate::plugin::history::Trigger;
 use crate::plugin::{LoadedPlugin, PluginIdent};
 use crate::storage::{SharedVersion, SharedVersions, StorageError};
 use std::collections::{BTreeMap, HashMap};
@@ -23,10 +24,6 @@ pub const POLL: Duration = Duration::from_secs(1);
 
 /// A host not heard from for this long is no longer counted as live.
 pub const LIVE_WITHIN: Duration = Duration::from_secs(10);
-
-/// What this host applied of the shared versions: the generation per plugin. Held while
-/// a version is published or followed, so that the two never interleave.
-pub type Applied = tokio::sync::Mutex<HashMap<String, u64>>;
 
 impl App {
     /// Publishes `candidate`, which passed this host's gate, as the version every host
@@ -161,77 +158,4 @@ impl App {
         self.storage.versions()?;
         Some(self.blocking_versions(|v| v.live_hosts(LIVE_WITHIN)).await)
     }
-}
-
-/// Brings the versions a starting host loaded in line with the shared store: a plugin the
-/// store knows serves the store's version, unless this host's configured file changed
-/// since this host last served it (a deploy); one the store does not know is published.
-/// `file_hashes`: each configured file's SHA-256, as read at start. The names of the
-/// plugins now serving the store's version instead of what this host loaded, and the
-/// generation applied per plugin.
-pub(super) fn converge_at_start(
-    versions: &dyn SharedVersions,
-    history: &History,
-    plugins: &mut HashMap<String, Arc<LoadedPlugin>>,
-    file_hashes: &HashMap<String, String>,
-    load: impl Fn(&str, Arc<[u8]>, String) -> anyhow::Result<LoadedPlugin>,
-) -> anyhow::Result<(Vec<String>, HashMap<String, u64>)> {
-    let published: HashMap<String, SharedVersion> = versions
-        .serving()?
-        .into_iter()
-        .map(|v| (v.plugin.clone(), v))
-        .collect();
-    let mut adopted = Vec::new();
-    let mut applied = HashMap::new();
-    let mut names: Vec<String> = plugins.keys().cloned().collect();
-    names.sort();
-    for name in names {
-        let loaded = plugins[&name].clone();
-        let file = file_hashes.get(&name);
-        let replaced_while_down = file.is_some_and(|f| {
-            *f == loaded.hash && history.last_file(&name).is_some_and(|last| last != *f)
-        });
-        let publish =
-            |how: Trigger| versions.publish(&name, &loaded.hash, &loaded.bytes, how.label());
-        match published.get(&name) {
-            None => {
-                applied.insert(name.clone(), publish(Trigger::Config)?);
-            }
-            Some(v) if v.hash == loaded.hash => {
-                applied.insert(name.clone(), v.generation);
-            }
-            Some(_) if replaced_while_down => {
-                tracing::info!(plugin = %loaded.ident, "the configured file changed while the host was down: deploying it to every host");
-                applied.insert(name.clone(), publish(Trigger::File)?);
-            }
-            Some(v) => {
-                let adopt = versions
-                    .component(&name, &v.hash)?
-                    .ok_or_else(|| anyhow::anyhow!("the store holds no component for it"))
-                    .and_then(|bytes| load(&name, Arc::from(bytes), v.hash.clone()));
-                match adopt {
-                    Ok(shared) => {
-                        tracing::info!(plugin = %shared.ident, "serving the version the other hosts serve");
-                        if let Err(e) = history.record(
-                            &name,
-                            (&loaded.hash, &loaded.bytes),
-                            (&shared.hash, &shared.bytes),
-                            Trigger::Shared,
-                        ) {
-                            tracing::error!(plugin = %shared.ident, "cannot record the version in the versions directory: {e}");
-                        }
-                        plugins.insert(name.clone(), Arc::new(shared));
-                        adopted.push(name.clone());
-                    }
-                    Err(e) => tracing::error!(
-                        plugin = %loaded.ident,
-                        shared = PluginIdent::version_of(&v.hash),
-                        "cannot serve the version the other hosts serve; serving this host's: {e}"
-                    ),
-                }
-                applied.insert(name.clone(), v.generation);
-            }
-        }
-    }
-    Ok((adopted, applied))
 }

@@ -1,17 +1,25 @@
 //! Start-up: the version each plugin serves when the host starts (its configured file, the
 //! version a deploy left serving, or — when the file is refused — the newest kept version
-//! that serves), and the sample requests its later versions must answer.
+//! that serves; with a store several hosts share, the version they serve), and the sample
+//! requests its later versions must answer.
 
 use crate::contract;
 use crate::error;
 use crate::http::routes::RouteKind;
 use crate::plugin;
 use crate::plugin::LoadedPlugin;
-use crate::plugin::history::History;
+use crate::plugin::PluginIdent;
+use crate::plugin::history::{History, Trigger};
 use crate::runtime::PluginRuntime;
+use crate::storage::{SharedVersion, SharedVersions};
 use crate::text;
 use anyhow::{Context, bail};
+use std::collections::HashMap;
 use std::sync::Arc;
+
+/// What this host applied of the shared versions: the generation per plugin. Held while
+/// a version is published or followed (`app/shared.rs`), so that the two never interleave.
+pub type Applied = tokio::sync::Mutex<HashMap<String, u64>>;
 
 /// An admission sample: a request read from a file named in the plugin's manifest.
 #[derive(Debug, Clone)]
@@ -56,7 +64,7 @@ pub fn load_configured(
         Ok(bytes) => {
             let hash = plugin::loader::content_hash(&bytes);
             if let Some((kept_hash, kept)) = history.resume(name, &hash) {
-                let version = plugin::PluginIdent::version_of(&kept_hash);
+                let version = PluginIdent::version_of(&kept_hash);
                 match candidate(kept, kept_hash.clone()) {
                     Ok(loaded) => {
                         tracing::info!(plugin = %loaded.ident, "serving the version deployed before the restart");
@@ -124,7 +132,7 @@ pub fn load_configured(
             }
             Err(e) => tracing::warn!(
                 plugin = name,
-                version = plugin::PluginIdent::version_of(&served.hash),
+                version = PluginIdent::version_of(&served.hash),
                 "kept version cannot serve either: {e}"
             ),
         }
@@ -176,4 +184,77 @@ pub fn check_serves(plugin: &LoadedPlugin, route: &str, kind: RouteKind) -> anyh
         );
     }
     Ok(())
+}
+
+/// Brings the versions a starting host loaded in line with the shared store: a plugin the
+/// store knows serves the store's version, unless this host's configured file changed
+/// since this host last served it (a deploy); one the store does not know is published.
+/// `file_hashes`: each configured file's SHA-256, as read at start. The names of the
+/// plugins now serving the store's version instead of what this host loaded, and the
+/// generation applied per plugin.
+pub fn converge_at_start(
+    versions: &dyn SharedVersions,
+    history: &History,
+    plugins: &mut HashMap<String, Arc<LoadedPlugin>>,
+    file_hashes: &HashMap<String, String>,
+    load: impl Fn(&str, Arc<[u8]>, String) -> anyhow::Result<LoadedPlugin>,
+) -> anyhow::Result<(Vec<String>, HashMap<String, u64>)> {
+    let published: HashMap<String, SharedVersion> = versions
+        .serving()?
+        .into_iter()
+        .map(|v| (v.plugin.clone(), v))
+        .collect();
+    let mut adopted = Vec::new();
+    let mut applied = HashMap::new();
+    let mut names: Vec<String> = plugins.keys().cloned().collect();
+    names.sort();
+    for name in names {
+        let loaded = plugins[&name].clone();
+        let file = file_hashes.get(&name);
+        let replaced_while_down = file.is_some_and(|f| {
+            *f == loaded.hash && history.last_file(&name).is_some_and(|last| last != *f)
+        });
+        let publish =
+            |how: Trigger| versions.publish(&name, &loaded.hash, &loaded.bytes, how.label());
+        match published.get(&name) {
+            None => {
+                applied.insert(name.clone(), publish(Trigger::Config)?);
+            }
+            Some(v) if v.hash == loaded.hash => {
+                applied.insert(name.clone(), v.generation);
+            }
+            Some(_) if replaced_while_down => {
+                tracing::info!(plugin = %loaded.ident, "the configured file changed while the host was down: deploying it to every host");
+                applied.insert(name.clone(), publish(Trigger::File)?);
+            }
+            Some(v) => {
+                let adopt = versions
+                    .component(&name, &v.hash)?
+                    .ok_or_else(|| anyhow::anyhow!("the store holds no component for it"))
+                    .and_then(|bytes| load(&name, Arc::from(bytes), v.hash.clone()));
+                match adopt {
+                    Ok(shared) => {
+                        tracing::info!(plugin = %shared.ident, "serving the version the other hosts serve");
+                        if let Err(e) = history.record(
+                            &name,
+                            (&loaded.hash, &loaded.bytes),
+                            (&shared.hash, &shared.bytes),
+                            Trigger::Shared,
+                        ) {
+                            tracing::error!(plugin = %shared.ident, "cannot record the version in the versions directory: {e}");
+                        }
+                        plugins.insert(name.clone(), Arc::new(shared));
+                        adopted.push(name.clone());
+                    }
+                    Err(e) => tracing::error!(
+                        plugin = %loaded.ident,
+                        shared = PluginIdent::version_of(&v.hash),
+                        "cannot serve the version the other hosts serve; serving this host's: {e}"
+                    ),
+                }
+                applied.insert(name.clone(), v.generation);
+            }
+        }
+    }
+    Ok((adopted, applied))
 }

@@ -175,8 +175,19 @@ impl SqliteDisk {
     }
 }
 
+/// How long opening a store waits for the file's lock before refusing: a host restarted
+/// in place may start while its predecessor is still exiting, and a lock is also held for
+/// a moment by any child process forked while it was taken (the child's copy of the
+/// descriptor shares the lock until it executes its program).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Takes the lock that makes one process the file's only user.
 fn lock(path: &Path) -> Result<std::fs::File, StorageError> {
+    lock_within(path, LOCK_WAIT)
+}
+
+/// [`lock`], waiting at most `wait` for another holder to let go.
+fn lock_within(path: &Path, wait: std::time::Duration) -> Result<std::fs::File, StorageError> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let file = std::fs::OpenOptions::new()
@@ -185,7 +196,15 @@ fn lock(path: &Path) -> Result<std::fs::File, StorageError> {
         .write(true)
         .open(&name)
         .map_err(|e| StorageError(format!("cannot open {}: {e}", Path::new(&name).display())))?;
-    match file.try_lock() {
+    let until = std::time::Instant::now() + wait;
+    let mut held = file.try_lock();
+    while matches!(held, Err(std::fs::TryLockError::WouldBlock))
+        && std::time::Instant::now() < until
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        held = file.try_lock();
+    }
+    match held {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StorageError(format!(
             "{} is in use by another host: SQLite serves one host; hosts that share \
@@ -729,6 +748,25 @@ pub mod tests {
         assert!(second.0.contains("in use by another host"), "{second}");
         drop(s);
         SqliteStorage::open(&dir.join("store.db")).expect("free once the first has closed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A host restarted in place starts while its predecessor still holds the file for a
+    /// moment: it waits for the lock instead of refusing.
+    #[test]
+    fn a_lock_let_go_of_within_the_wait_is_taken() {
+        let dir = std::env::temp_dir().join(format!("followup-lock-wait-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.db");
+        let first = lock_within(&path, std::time::Duration::ZERO).unwrap();
+        let refused = lock_within(&path, std::time::Duration::from_millis(50)).unwrap_err();
+        assert!(refused.0.contains("in use by another host"), "{refused}");
+        let exiting = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(first);
+        });
+        lock_within(&path, std::time::Duration::from_secs(30)).expect("taken once let go of");
+        exiting.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

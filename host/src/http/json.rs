@@ -98,10 +98,11 @@ fn parse_json(body: &[u8], shape: unique_keys::Shape) -> Result<Value, ApiError>
 /// request while the others act on another. The checks ride on the one parse: a visitor
 /// builds the same [`Value`] `serde_json` would, notices the map entry that is already
 /// taken, counts its depth before it allocates for an object or array, and measures each
-/// string before it copies it (a key once it is read). The path to what it found is built only when there is one,
-/// a segment per level as the error travels out of the nesting, so a body within its
-/// limits costs what `serde_json::from_slice` costs. Nothing is allocated past the limits
-/// but `serde_json`'s buffer for a string with escapes, which the body's size bounds.
+/// string before it copies it (a key once it is read). The path to what it found is built
+/// only when there is one, a segment per level as the error travels out of the nesting, so
+/// a body within its limits costs what `serde_json::from_slice` costs. Nothing is allocated
+/// past the limits but `serde_json`'s buffer for a string with escapes and a key's copy,
+/// which the body's size bounds.
 mod unique_keys {
     use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
     use serde_json::map::Entry;

@@ -222,8 +222,8 @@ struct Mark {
 }
 
 /// How old this thread's last CPU clock reading may be for a call's start to be marked
-/// from it (see [`Mark::start`]): under a tick, so that a runaway is recognised at most one
-/// tick later than from an exact reading.
+/// from it (see [`Mark::start`]): under a tick, so that a runaway is recognised after at
+/// most this much more computing than from an exact reading.
 const RECENT: Duration = Duration::from_millis(1);
 
 thread_local! {

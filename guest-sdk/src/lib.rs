@@ -68,6 +68,8 @@ pub mod time;
 pub mod validate;
 
 mod errors;
+#[cfg(feature = "heap")]
+mod heap;
 
 include!(concat!(env!("OUT_DIR"), "/world.rs"));
 

@@ -67,13 +67,11 @@ impl Arena {
     /// what they waste is a few KiB of a booking's arena.
     #[inline]
     fn class(layout: Layout) -> Option<usize> {
-        let size = layout.size().max(layout.align());
+        let size = layout.size().max(layout.align()).max(MIN_BLOCK);
         if size > MAX_BLOCK {
             return None;
         }
-        // log2 of the power of two at or above `size`, counted from the smallest block.
-        let log2 = usize::BITS - (size - 1).leading_zeros();
-        Some(log2.saturating_sub(MIN_BLOCK.trailing_zeros()) as usize)
+        Some((size.next_power_of_two().trailing_zeros() - MIN_BLOCK.trailing_zeros()) as usize)
     }
 
     fn block_size(class: usize) -> usize {
@@ -99,9 +97,9 @@ impl Arena {
             return Some(head);
         }
         let size = Self::block_size(class);
-        // `next` is at most `len`, so the sum cannot overflow.
+        // `next` is at most `len` and a block at most 4 KiB: no sum here can overflow.
         let at = (self.next + size - 1) & !(size - 1);
-        if at > self.len || size > self.len - at {
+        if at + size > self.len {
             return None;
         }
         self.next = at + size;

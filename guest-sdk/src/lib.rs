@@ -32,6 +32,12 @@
 //! - [`http`]: outbound HTTP to the origins the operator allows;
 //! - [`password`] (feature `password`): credential checks against Argon2id hashes.
 //!
+//! The SDK is also the component's memory allocator (feature `heap`, on by default): blocks
+//! of up to 4 KiB come from a fixed arena in the memory every instance starts with, so a
+//! fresh instance per request never grows its memory for them; larger ones come from the
+//! standard allocator. A plugin with its own `#[global_allocator]` depends on the SDK with
+//! `default-features = false`.
+//!
 //! The SDK stamps the WIT version it implements ([`WIT_VERSION`]) into every component, and
 //! the host refuses a component built for an incompatible version before running it.
 

@@ -15,12 +15,13 @@ use super::{Batch, Commit, Durable, Listing, Recorded, StorageError, TapeQuery, 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Read connections; reads are short, so a few serve many concurrent calls.
 const READERS: usize = 4;
 
 /// How long a connection waits for a lock another one holds.
-const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS kv (
@@ -179,7 +180,7 @@ impl SqliteDisk {
 /// in place may start while its predecessor is still exiting, and a lock is also held for
 /// a moment by any child process forked while it was taken (the child's copy of the
 /// descriptor shares the lock until it executes its program).
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Takes the lock that makes one process the file's only user.
 fn lock(path: &Path) -> Result<std::fs::File, StorageError> {
@@ -187,7 +188,7 @@ fn lock(path: &Path) -> Result<std::fs::File, StorageError> {
 }
 
 /// [`lock`], waiting at most `wait` for another holder to let go.
-fn lock_within(path: &Path, wait: std::time::Duration) -> Result<std::fs::File, StorageError> {
+fn lock_within(path: &Path, wait: Duration) -> Result<std::fs::File, StorageError> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let file = std::fs::OpenOptions::new()
@@ -196,12 +197,10 @@ fn lock_within(path: &Path, wait: std::time::Duration) -> Result<std::fs::File, 
         .write(true)
         .open(&name)
         .map_err(|e| StorageError(format!("cannot open {}: {e}", Path::new(&name).display())))?;
-    let until = std::time::Instant::now() + wait;
+    let until = Instant::now() + wait;
     let mut held = file.try_lock();
-    while matches!(held, Err(std::fs::TryLockError::WouldBlock))
-        && std::time::Instant::now() < until
-    {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    while matches!(held, Err(std::fs::TryLockError::WouldBlock)) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
         held = file.try_lock();
     }
     match held {
@@ -758,14 +757,14 @@ pub mod tests {
         let dir = std::env::temp_dir().join(format!("followup-lock-wait-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("store.db");
-        let first = lock_within(&path, std::time::Duration::ZERO).unwrap();
-        let refused = lock_within(&path, std::time::Duration::from_millis(50)).unwrap_err();
+        let first = lock_within(&path, Duration::ZERO).unwrap();
+        let refused = lock_within(&path, Duration::from_millis(50)).unwrap_err();
         assert!(refused.0.contains("in use by another host"), "{refused}");
         let exiting = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(100));
             drop(first);
         });
-        lock_within(&path, std::time::Duration::from_secs(30)).expect("taken once let go of");
+        lock_within(&path, Duration::from_secs(30)).expect("taken once let go of");
         exiting.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
